@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Ray worker containers as targets: listed through the Docker SDK, reached from the host.
+
+A running container's files are reached through ``/proc/<pid>/root`` of its
+init process, so the same scanner and rules apply as on the host and nothing
+runs inside the container.  This needs the module to run on the Docker host
+itself (as root, or as the containers' user).
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, mount_namespace
+
+
+class DockerUnavailable(Exception):
+    """The Docker daemon could not be reached or asked."""
+
+
+def docker_client(docker, docker_host):
+    """A connected Docker SDK client, or ``DockerUnavailable`` saying what to fix."""
+    where = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        if docker_host:
+            client = docker.DockerClient(base_url=docker_host, timeout=30)
+        else:
+            client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # the SDK raises DockerException, requests or socket errors alike
+        raise DockerUnavailable("cannot reach the Docker daemon at %s (%s); start Docker, or set docker_host, "
+                                "or set containers: false" % (where, exc)) from exc
+    return client
+
+
+def container_env(attrs: dict) -> dict:
+    """The container's configured environment as a dict."""
+    env = {}
+    for item in (attrs.get("Config") or {}).get("Env") or []:
+        name, _sep, value = item.partition("=")
+        env[name] = value
+    return env
+
+
+def container_target(container: Any) -> Target:
+    """The target for a running container, reached through its init's ``/proc/<pid>/root``."""
+    pid = (container.attrs.get("State") or {}).get("Pid") or 0
+    if container.status != "running" or not pid:
+        raise LookupError("container is %s, not running" % container.status)
+    prefix = "/proc/%d/root" % pid
+    mnt_ns = mount_namespace(pid)
+    if mnt_ns is None or not os.path.isdir(prefix):
+        raise LookupError("process %d of the container is not visible here; run the module on the Docker host "
+                          "itself, as root" % pid)
+    return Target(name=container.name, prefix=prefix, mnt_ns=mnt_ns, init_pid=pid)
+
+
+def measure_containers(options, psutil, docker) -> list:
+    """One entry per container whose name matches ``options.container_name_filter``."""
+    from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageError
+
+    client = docker_client(docker, options.docker_host)
+    try:
+        containers = client.containers.list(all=True, filters={"name": options.container_name_filter})
+    except Exception as exc:
+        raise DockerUnavailable("cannot list containers: %s" % exc) from exc
+    inner = dataclasses.replace(options, ray_temp_dir=None, uv_cache_dir=None, containers=False)
+    entries = []
+    for container in sorted(containers, key=lambda c: c.name):
+        entry = {"name": container.name, "id": container.short_id, "status": container.status,
+                 "tmp_bytes": None, "error": None}
+        try:
+            target = container_target(container)
+            report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
+        except (LookupError, UsageError, OSError) as exc:
+            entry["error"] = str(exc)
+        else:
+            for key in ("tmp_bytes", "level", "filesystem", "node_role", "categories", "sessions",
+                        "suggestions", "errors", "error_count", "not_measured_count"):
+                entry[key] = report[key]
+        entries.append(entry)
+    return entries

@@ -1,0 +1,486 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Disk usage scanner: ``du``-like allocated bytes per category.
+
+The walk never follows a symlink, never leaves the filesystem (or mount) of the
+root it started from, opens every directory relative to its parent's file
+descriptor and checks it is the inode it listed, counts a hard-linked inode
+once, and carries on past permission errors and entries that vanish.  It is
+iterative, keeps at most ``FD_BUDGET`` directories open and stores nothing per
+file, so depth, path length and file count do not bound it.  Big trees are
+split into subtrees that a pool of forked processes walks side by side.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Optional, Protocol, Sequence
+
+FD_BUDGET = 64
+"""Directories a walk keeps open at once; deeper ancestors are reopened on demand."""
+
+MAX_REPORTED = 50
+"""Errors and skipped entries listed per scan; the rest are only counted."""
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+class Layout(Protocol):
+    """Assigns each entry a tally key, top-down, from its parent's state."""
+
+    def child(self, state: Hashable, key: Hashable, name: str, is_dir: bool) -> tuple[Hashable, Optional[Hashable]]:
+        """Return ``(key, state)`` for ``name``; a ``None`` state makes its subtree inherit the key."""
+
+
+@dataclass(frozen=True)
+class Root:
+    """A directory to measure: its own key and the layout state of its children."""
+
+    path: str
+    key: Hashable
+    state: Optional[Hashable] = None
+
+
+@dataclass
+class Tally:
+    """Allocated bytes (like ``du -B1``), apparent bytes, counts and newest mtime."""
+
+    bytes: int = 0
+    apparent_bytes: int = 0
+    files: int = 0
+    dirs: int = 0
+    newest_mtime: float = 0.0
+
+    def add(self, other: "Tally") -> None:
+        """Add another tally into this one."""
+        self.bytes += other.bytes
+        self.apparent_bytes += other.apparent_bytes
+        self.files += other.files
+        self.dirs += other.dirs
+        self.newest_mtime = max(self.newest_mtime, other.newest_mtime)
+
+
+@dataclass
+class Notes:
+    """Errors and skipped entries: the first ``MAX_REPORTED`` of each, and counts."""
+
+    errors: list = field(default_factory=list)
+    error_count: int = 0
+    skipped: list = field(default_factory=list)
+    skipped_count: int = 0
+
+    def error(self, path: str, message: str) -> None:
+        """Record an entry that could not be measured."""
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append({"path": display_path(path), "error": message})
+
+    def skip(self, path: str, reason: str) -> None:
+        """Record an entry deliberately left out (another filesystem, vanished...)."""
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_REPORTED:
+            self.skipped.append({"path": display_path(path), "reason": reason})
+
+    def merge(self, other: "Notes") -> None:
+        """Append another set of notes, keeping the caps."""
+        self.error_count += other.error_count
+        self.skipped_count += other.skipped_count
+        self.errors.extend(other.errors[:MAX_REPORTED - len(self.errors)])
+        self.skipped.extend(other.skipped[:MAX_REPORTED - len(self.skipped)])
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: tallies per key, per root, and notes."""
+
+    tallies: dict
+    root_totals: list
+    notes: Notes
+
+
+def display_path(path: str) -> str:
+    """Return ``path`` printable as UTF-8: undecodable bytes become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A short message for an OSError, without the path (reported separately)."""
+    return exc.strerror or exc.__class__.__name__
+
+
+def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
+    """Open a directory without following a final symlink or updating its atime."""
+    try:
+        return os.open(name, _DIR_FLAGS | _NOATIME, dir_fd=dir_fd)
+    except PermissionError:
+        if not _NOATIME:
+            raise
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # O_NOATIME needs ownership
+
+
+def mount_id(fd: int) -> Optional[int]:
+    """The mount id of an open file (from ``/proc/self/fdinfo``), or None without /proc."""
+    try:
+        info_fd = os.open("/proc/self/fdinfo/%d" % fd, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(info_fd, 4096)
+    finally:
+        os.close(info_fd)
+    for line in data.splitlines():
+        if line.startswith(b"mnt_id:"):
+            return int(line.split()[1])
+    return None
+
+
+class _Frame:
+    """A directory on the walk's stack: its fd (or None when closed) and subdirs left."""
+
+    __slots__ = ("name", "ino", "fd", "pending")
+
+    def __init__(self, name: str, ino: int, fd: Optional[int], pending: list) -> None:
+        self.name = name
+        self.ino = ino
+        self.fd = fd
+        self.pending = pending
+
+
+@dataclass(frozen=True)
+class _RootInfo:
+    """Identity of an opened root: the walk must stay on its device and mount."""
+
+    dev: int
+    ino: int
+    mnt: Optional[int]
+    own: Tally
+
+
+# A unit of work: (root index, chain of (name, inode) from the root, key, state).
+_Item = tuple
+
+
+class _Walker:
+    """Walks subtrees and accumulates tallies; one per process."""
+
+    def __init__(self, roots: Sequence[Root], layout: Layout, infos: Sequence[Optional[_RootInfo]]) -> None:
+        self.roots = roots
+        self.layout = layout
+        self.infos = infos
+        self.other_roots = {(i.dev, i.ino) for i in infos if i is not None}
+        self.tallies: dict = {}
+        self.root_totals = [Tally() for _root in roots]
+        self.hardlinks: dict = {}
+        self.notes = Notes()
+
+    def result(self) -> tuple:
+        """Picklable partial result."""
+        return self.tallies, self.root_totals, self.hardlinks, self.notes
+
+    def _tally(self, key: Hashable) -> Tally:
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = Tally()
+        return tally
+
+    def _path(self, ri: int, names: Sequence[str]) -> str:
+        return "/".join([self.roots[ri].path.rstrip("/")] + list(names))
+
+    def _open_child(self, ri: int, parent_fd: int, name: str, ino: int, where: Callable[[], list]) -> Optional[int]:
+        """Open a listed subdirectory and check it is still the same directory on the same mount.
+
+        ``where()`` gives the names from the root to it, built only for a message.
+        """
+        info = self.infos[ri]
+        try:
+            fd = open_dir(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            self.notes.skip(self._path(ri, where()), "vanished")
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                self.notes.error(self._path(ri, where()), "changed during scan (no longer a directory)")
+            else:
+                self.notes.error(self._path(ri, where()), describe_os_error(exc))
+            return None
+        st = os.fstat(fd)
+        if st.st_ino != ino or st.st_dev != info.dev:
+            os.close(fd)
+            self.notes.error(self._path(ri, where()), "changed during scan (replaced)")
+            return None
+        if info.mnt is not None and mount_id(fd) != info.mnt:
+            os.close(fd)
+            self.notes.skip(self._path(ri, where()), "mount point")
+            return None
+        return fd
+
+    def _list(self, ri: int, fd: int, key: Hashable, state: Optional[Hashable], where: Callable[[], list]) -> list:
+        """Tally the entries of an open directory; return its subdirectories to walk."""
+        subdirs = []
+        fixed = self._tally(key) if state is None else None
+        try:
+            entries = os.scandir(fd)
+        except OSError as exc:
+            self.notes.error(self._path(ri, where()), describe_os_error(exc))
+            return subdirs
+        try:
+            with entries:
+                self._tally_entries(ri, entries, key, state, fixed, where, subdirs)
+        except OSError as exc:  # reading the directory itself failed part-way
+            self.notes.error(self._path(ri, where()), describe_os_error(exc))
+        return subdirs
+
+    def _tally_entries(self, ri: int, entries, key: Hashable, state: Optional[Hashable],
+                       fixed: Optional[Tally], where: Callable[[], list], subdirs: list) -> None:
+        """The hot loop: one ``fstatat`` per entry, no path strings."""
+        layout = self.layout
+        info = self.infos[ri]
+        root_total = self.root_totals[ri]
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                self.notes.skip(self._path(ri, where() + [entry.name]), "vanished")
+                continue
+            except OSError as exc:
+                self.notes.error(self._path(ri, where() + [entry.name]), describe_os_error(exc))
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if fixed is None:
+                ckey, cstate = layout.child(state, key, entry.name, is_dir)
+                tally = self._tally(ckey)
+            else:
+                ckey, cstate, tally = key, None, fixed
+            if is_dir:
+                if st.st_dev != info.dev:
+                    self.notes.skip(self._path(ri, where() + [entry.name]), "other filesystem")
+                    continue
+                if (st.st_dev, st.st_ino) in self.other_roots:
+                    continue  # measured as a root of its own
+                tally.dirs += 1
+                root_total.dirs += 1
+                subdirs.append((entry.name, st.st_ino, ckey, cstate))
+            elif st.st_nlink > 1:
+                ident = (st.st_dev, st.st_ino)
+                if ident not in self.hardlinks:
+                    self.hardlinks[ident] = (ckey, ri, st.st_blocks * 512, st.st_size, st.st_mtime)
+                continue
+            else:
+                tally.files += 1
+                root_total.files += 1
+            size = st.st_blocks * 512
+            tally.bytes += size
+            tally.apparent_bytes += st.st_size
+            root_total.bytes += size
+            root_total.apparent_bytes += st.st_size
+            if st.st_mtime > tally.newest_mtime:
+                tally.newest_mtime = st.st_mtime
+
+    def open_item(self, item: _Item) -> Optional[int]:
+        """Open the directory an item names, following its chain from the root fd by fd."""
+        ri, chain = item[0], item[1]
+        root = self.roots[ri]
+        info = self.infos[ri]
+        if info is None:
+            return None
+        try:
+            fd = open_dir(root.path)
+        except OSError as exc:
+            self.notes.error(root.path, describe_os_error(exc))
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (info.dev, info.ino):
+            os.close(fd)
+            self.notes.error(root.path, "changed during scan (replaced)")
+            return None
+        names = []
+        for name, ino in chain:
+            names.append(name)
+            child = self._open_child(ri, fd, name, ino, lambda: names)
+            os.close(fd)
+            if child is None:
+                return None
+            fd = child
+        return fd
+
+    def walk(self, item: _Item, emit_depth: Optional[int] = None) -> list:
+        """Walk the subtree of an item (whose own entry is already tallied).
+
+        With ``emit_depth``, directories at that depth below the item are not
+        entered but returned as new items, so the caller can hand them out.
+        """
+        ri, chain, key, state = item
+        fd = self.open_item(item)
+        if fd is None:
+            return []
+        base = [name for name, _ino in chain]
+        emitted = []
+        stack = [_Frame("", 0, fd, self._list(ri, fd, key, state, lambda: base))]
+        try:
+            while stack:
+                top = stack[-1]
+                if not top.pending:
+                    if top.fd is not None:
+                        os.close(top.fd)
+                        top.fd = None
+                    stack.pop()
+                    continue
+                name, ino, ckey, cstate = top.pending.pop()
+
+                def where(name=name):
+                    return base + [f.name for f in stack[1:]] + [name]
+
+                if emit_depth is not None and len(stack) >= emit_depth:
+                    emitted.append((ri, tuple(chain) + tuple((f.name, f.ino) for f in stack[1:]) + ((name, ino),), ckey, cstate))
+                    continue
+                parent_fd = self._ensure_open(ri, stack, base)
+                if parent_fd is None:
+                    continue
+                fd = self._open_child(ri, parent_fd, name, ino, where)
+                if fd is None:
+                    continue
+                pending = self._list(ri, fd, ckey, cstate, where)
+                if not pending:
+                    os.close(fd)
+                    continue
+                stack.append(_Frame(name, ino, fd, pending))
+                self._trim(stack)
+        finally:
+            for frame in stack:
+                if frame.fd is not None:
+                    os.close(frame.fd)
+        return emitted
+
+    def _ensure_open(self, ri: int, stack: list, base: list) -> Optional[int]:
+        """Return the top frame's fd, reopening closed ancestors from the nearest open one."""
+        top = len(stack) - 1
+        if stack[top].fd is not None:
+            return stack[top].fd
+        first = top
+        while stack[first - 1].fd is None:
+            first -= 1
+        for level in range(first, top + 1):
+            def where(level=level):
+                return base + [f.name for f in stack[1:level + 1]]
+
+            fd = self._open_child(ri, stack[level - 1].fd, stack[level].name, stack[level].ino, where)
+            if fd is None:
+                for frame in stack[level:]:
+                    frame.pending = []
+                return None
+            stack[level].fd = fd
+        return stack[top].fd
+
+    @staticmethod
+    def _trim(stack: list) -> None:
+        """Keep at most ``FD_BUDGET`` directories open: close the oldest ancestors but the first.
+
+        Ancestors close from the bottom up and reopen top-down, so the open
+        frames are always the first one plus a run ending at the top; only
+        the start of that run needs checking.
+        """
+        depth = len(stack)
+        if depth <= FD_BUDGET:
+            return
+        level = depth - FD_BUDGET
+        while level > 0 and stack[level].fd is not None:
+            os.close(stack[level].fd)
+            stack[level].fd = None
+            level -= 1
+
+
+_POOL_WALKER: Optional[_Walker] = None
+
+
+def _pool_walk(item: _Item) -> tuple:
+    """Pool task: walk one subtree in a fresh walker sharing the parent's roots."""
+    walker = _Walker(_POOL_WALKER.roots, _POOL_WALKER.layout, _POOL_WALKER.infos)
+    walker.walk(item)
+    return walker.result()
+
+
+def default_workers() -> int:
+    """Processes to scan with: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def _root_info(root: Root, notes: Notes) -> Optional[_RootInfo]:
+    try:
+        fd = open_dir(root.path)
+    except OSError as exc:
+        notes.error(root.path, describe_os_error(exc))
+        return None
+    try:
+        st = os.fstat(fd)
+        return _RootInfo(st.st_dev, st.st_ino, mount_id(fd), Tally(st.st_blocks * 512, st.st_size, 0, 1, st.st_mtime))
+    finally:
+        os.close(fd)
+
+
+def scan(roots: Sequence[Root], layout: Layout, workers: Optional[int] = None) -> ScanResult:
+    """Measure every root; subtrees that are roots themselves are counted once, under their own root.
+
+    ``workers`` > 1 splits big trees across forked processes; small trees are
+    finished before the split and never pay for a pool.
+    """
+    workers = default_workers() if workers is None else max(1, workers)
+    notes = Notes()
+    infos = [_root_info(root, notes) for root in roots]
+    walker = _Walker(roots, layout, infos)
+    walker.notes = notes
+    for ri, (root, info) in enumerate(zip(roots, infos)):
+        if info is not None:
+            walker.tallies.setdefault(root.key, Tally()).add(info.own)
+            walker.root_totals[ri].add(info.own)
+    items = [(ri, (), root.key, root.state) for ri, root in enumerate(roots) if infos[ri] is not None]
+    partials = []
+    if workers == 1:
+        for item in items:
+            walker.walk(item)
+    else:
+        for _depth in range(6):
+            if not items or len(items) >= 16 * workers:
+                break
+            items = [new for item in items for new in walker.walk(item, emit_depth=1)]
+        if items:
+            partials = _walk_in_pool(walker, items, workers)
+    return _merge(walker, partials, roots)
+
+
+def _walk_in_pool(walker: _Walker, items: list, workers: int) -> list:
+    global _POOL_WALKER
+    _POOL_WALKER = walker
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return list(pool.imap_unordered(_pool_walk, items, chunksize=1))
+    finally:
+        _POOL_WALKER = None
+
+
+def _merge(walker: _Walker, partials: list, roots: Sequence[Root]) -> ScanResult:
+    tallies, root_totals, hardlinks, notes = walker.result()
+    for p_tallies, p_totals, p_hardlinks, p_notes in partials:
+        for key, tally in p_tallies.items():
+            tallies.setdefault(key, Tally()).add(tally)
+        for total, part in zip(root_totals, p_totals):
+            total.add(part)
+        for ident, value in p_hardlinks.items():
+            hardlinks.setdefault(ident, value)
+        notes.merge(p_notes)
+    for key, ri, size, apparent, mtime in hardlinks.values():
+        for tally in (tallies.setdefault(key, Tally()), root_totals[ri]):
+            tally.add(Tally(size, apparent, 1, 0, mtime))
+    return ScanResult(tallies, root_totals, notes)

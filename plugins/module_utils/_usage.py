@@ -1,0 +1,453 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How full a Ray node's disk is and what fills it: the core of ``ray_tmp_usage``.
+
+``collect_usage(options, psutil, docker)`` measures the host and, when asked,
+every Ray worker container, and returns a plain dict.  Every byte scanned
+counts in exactly one category; ``sessions`` gives per-session totals.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fnmatch
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
+    SESSION_RE,
+    Target,
+    discover,
+    latest_session,
+    mark_live_sessions,
+    mount_namespace,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, display_path, scan
+
+DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
+LEVELS = ("ok", "info", "warning", "critical")
+CATEGORIES = ("live_session", "stale_sessions", "spilled_objects", "logs", "logs_old",
+              "runtime_resources", "tmp_patterns", "uv_cache", "other")
+SPILL_PREFIX = "ray_spilled_objects"
+
+
+class UsageError(ValueError):
+    """Bad input: the message names the value and the fix."""
+
+
+@dataclass
+class UsageOptions:
+    """Inputs of a usage report, validated by ``validate()``."""
+
+    tmp_dir: str = "/tmp"
+    ray_temp_dir: Optional[str] = None
+    patterns: tuple = DEFAULT_PATTERNS
+    thresholds: dict = field(default_factory=lambda: {"info": 80.0, "warning": 90.0, "critical": 95.0})
+    stale_after_hours: float = 24.0
+    uv_cache_dir: Optional[str] = None
+    containers: bool = False
+    container_name_filter: str = "ray-worker"
+    docker_host: Optional[str] = None
+    scan_workers: Optional[int] = None
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` naming the first bad value and how to fix it."""
+        check_root_dir("tmp_dir", self.tmp_dir)
+        if self.ray_temp_dir is not None:
+            if not os.path.isabs(self.ray_temp_dir):
+                raise UsageError("ray_temp_dir %r is not an absolute path; give the full path of Ray's temp root, "
+                                 "for example /tmp/ray" % self.ray_temp_dir)
+            if os.path.normpath(self.ray_temp_dir) == "/":
+                raise UsageError("ray_temp_dir '/' would measure the whole filesystem; give Ray's temp root, "
+                                 "for example /tmp/ray")
+        if self.uv_cache_dir is not None and not os.path.isabs(self.uv_cache_dir):
+            raise UsageError("uv_cache_dir %r is not an absolute path; give the full path, "
+                             "for example /root/.cache/uv" % self.uv_cache_dir)
+        check_patterns(self.patterns)
+        check_thresholds(self.thresholds)
+        if self.stale_after_hours < 0:
+            raise UsageError("stale_after_hours %r is negative; use 0 or more hours" % self.stale_after_hours)
+        if self.scan_workers is not None and self.scan_workers < 1:
+            raise UsageError("scan_workers %r must be 1 or more (1 scans in this process only)" % self.scan_workers)
+
+
+def check_root_dir(option: str, path: str) -> None:
+    """A directory to work in must be absolute, exist, be a real directory and not be ``/``."""
+    if not path or not os.path.isabs(path):
+        raise UsageError("%s %r is not an absolute path; give the full path, for example /tmp" % (option, path))
+    if os.path.normpath(path) == "/":
+        raise UsageError("%s '/' is the root of the filesystem; give the temp directory, for example /tmp" % option)
+    if os.path.islink(path):
+        raise UsageError("%s %r is a symlink to %r; give the real directory instead"
+                         % (option, path, os.path.realpath(path)))
+    if not os.path.lexists(path):
+        raise UsageError("%s %r does not exist; create it or give the temp directory Ray uses" % (option, path))
+    if not os.path.isdir(path):
+        raise UsageError("%s %r is not a directory; give a directory such as /tmp" % (option, path))
+
+
+def check_patterns(patterns: Any) -> None:
+    """Patterns are non-empty file name globs: no ``/``, no ``..``, not match-everything."""
+    if not patterns:
+        raise UsageError("patterns is empty; give file name globs such as ray_tmp_*, pip-*, tmp*")
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise UsageError("pattern %r is empty; give a file name glob such as ray_tmp_*" % (pattern,))
+        if "/" in pattern or ".." in pattern:
+            raise UsageError("pattern %r is not a plain file name glob; remove '/' and '..' "
+                             "(patterns match names directly inside tmp_dir)" % pattern)
+        if fnmatch.fnmatchcase("any-name.x", pattern) and fnmatch.fnmatchcase(".hidden", pattern):
+            raise UsageError("pattern %r matches every name; use a prefix such as ray_tmp_*" % pattern)
+
+
+def check_thresholds(thresholds: dict) -> None:
+    """Percentages in 0-100 that strictly increase from info to warning to critical."""
+    values = []
+    for level in LEVELS[1:]:
+        value = thresholds.get(level)
+        if value is None:
+            raise UsageError("thresholds.%s is missing; give a percentage, for example %s: 90" % (level, level))
+        if not 0 <= value <= 100:
+            raise UsageError("thresholds.%s %r is outside 0-100; give a percentage of the disk" % (level, value))
+        values.append(value)
+    if not values[0] < values[1] < values[2]:
+        raise UsageError("thresholds info %r, warning %r, critical %r must increase; for example 80, 90, 95"
+                         % tuple(values))
+
+
+def level_for(used_percent: float, thresholds: dict) -> str:
+    """``ok``, ``info``, ``warning`` or ``critical`` for a used percentage."""
+    for level in reversed(LEVELS[1:]):
+        if used_percent >= thresholds[level]:
+            return level
+    return "ok"
+
+
+def format_bytes(count: float) -> str:
+    """Binary human size: ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return ("%d %s" % (count, unit)) if unit == "B" else ("%.1f %s" % (count, unit))
+        count /= 1024.0
+    raise AssertionError("unreachable")
+
+
+def filesystem_of(path: str, display: Optional[str] = None) -> dict:
+    """Size figures of the filesystem holding ``path``, as ``df`` computes them."""
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    usable = used + free
+    return {
+        "path": display or path,
+        "total_bytes": total,
+        "used_bytes": used,
+        "free_bytes": free,
+        "used_percent": round(100.0 * used / usable, 1) if usable else 0.0,
+    }
+
+
+class RayTmpLayout:
+    """Classifies entries of the tmp dir and Ray temp roots into categories.
+
+    Keys: ``("pattern", glob)``, ``("other",)``, ``("uv",)``, and for a
+    session ``(kind, root, name)`` with kind ``session`` (the rest of it),
+    ``logs``, ``logs_old``, ``runtime_resources`` or ``spilled``.
+    """
+
+    def __init__(self, patterns: tuple) -> None:
+        self.patterns = patterns
+
+    def child(self, state: Hashable, key: Hashable, name: str, is_dir: bool) -> tuple:
+        """The key and state of an entry from its parent's state."""
+        kind = state[0]
+        if kind == "tmp":
+            if name.startswith(SPILL_PREFIX):
+                return ("spilled", None, None), None
+            for pattern in self.patterns:
+                if fnmatch.fnmatchcase(name, pattern):
+                    return ("pattern", pattern), None
+            return ("other",), None
+        if kind == "ray":
+            if is_dir and SESSION_RE.match(name):
+                session = ("session", state[1], name)
+                return session, session
+            if name.startswith(SPILL_PREFIX):
+                return ("spilled", None, None), None
+            return ("other",), None
+        root, session = state[1], state[2]
+        if kind == "session":
+            if name == "logs" and is_dir:
+                logs = ("logs", root, session)
+                return logs, logs
+            if name == "runtime_resources":
+                return ("runtime_resources", root, session), None
+            if name.startswith(SPILL_PREFIX):
+                return ("spilled", root, session), None
+            return key, None
+        if name == "old" and is_dir:  # kind == "logs"
+            return ("logs_old", root, session), None
+        return key, None
+
+
+SESSION_PARTS = ("session", "logs", "logs_old", "runtime_resources", "spilled")
+
+
+def session_of_key(key: tuple) -> Optional[tuple]:
+    """``(root, session name)`` for a key that lies in a session, else None."""
+    if key[0] in SESSION_PARTS and key[2]:
+        return key[1], key[2]
+    return None
+
+
+def _within(path: str, parent: str) -> bool:
+    path, parent = os.path.normpath(path), os.path.normpath(parent)
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _figures(tally) -> dict:
+    return {"bytes": tally.bytes, "apparent_bytes": tally.apparent_bytes, "files": tally.files}
+
+
+class TargetReport:
+    """Measures one target (the host or a container) and shapes its report."""
+
+    def __init__(self, target: Target, options: UsageOptions, psutil, environ: Optional[dict] = None,
+                 now: Optional[float] = None) -> None:
+        self.target = target
+        self.options = options
+        self.psutil = psutil
+        self.environ = environ
+        self.now = time.time() if now is None else now
+
+    def _roots(self, ray_roots: list, notes: Notes) -> list:
+        """The dirs to scan: tmp_dir, each existing Ray root, the uv cache; each once."""
+        wanted = [(self.options.tmp_dir, ("other",), ("tmp",))]
+        wanted += [(root, ("other",), ("ray", root)) for root in ray_roots]
+        if self.options.uv_cache_dir:
+            wanted.append((self.options.uv_cache_dir, ("uv",), None))
+        roots, seen = [], {}
+        for path, key, state in wanted:
+            on_host = self.target.host_path(path)
+            try:
+                st = os.lstat(on_host)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                notes.error(on_host, exc.strerror or str(exc))
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                roots[seen[ident]] = (path, Root(on_host, key, state))  # the more specific layout wins
+                continue
+            seen[ident] = len(roots)
+            roots.append((path, Root(on_host, key, state)))
+        return roots
+
+    def measure(self) -> dict:
+        """Scan the target and return its report (without containers)."""
+        opts = self.options
+        check_root_dir("tmp_dir", self.target.host_path(opts.tmp_dir))
+        layout = discover(self.target, self.psutil, opts.tmp_dir, opts.ray_temp_dir, self.environ)
+        notes = Notes()
+        roots = self._roots(layout.temp_roots, notes)
+        result = scan([root for _path, root in roots], RayTmpLayout(tuple(opts.patterns)), opts.scan_workers)
+        notes.merge(result.notes)
+        found = {session_of_key(key) for key in result.tallies} - {None}
+        mark_live_sessions(layout, found, self.target, self.psutil)
+        sessions = self._sessions(result.tallies, layout)
+        live = {(s["root"], s["name"]) for s in sessions if s["live"]}
+        categories = self._categories(result.tallies, live)
+        tmp_bytes = sum(total.bytes for (path, _root), total in zip(roots, result.root_totals)
+                        if _within(path, opts.tmp_dir))
+        filesystems = self._filesystems([path for path, _root in roots] or [opts.tmp_dir])
+        report = {
+            "filesystem": filesystems[0],
+            "filesystems": filesystems,
+            "level": max((fs["level"] for fs in filesystems), key=LEVELS.index),
+            "tmp_dir": opts.tmp_dir,
+            "tmp_bytes": tmp_bytes,
+            "scanned_bytes": sum(total.bytes for total in result.root_totals),
+            "ray_temp_dirs": layout.temp_roots,
+            "node_role": layout.node_role,
+            "ray_processes": layout.processes,
+            "categories": categories,
+            "sessions": [{k: v for k, v in s.items() if k != "root"} for s in sessions],
+            "errors": notes.errors,
+            "error_count": notes.error_count,
+            "not_measured": notes.skipped,  # not "skipped": Ansible reads that key as a skipped task
+            "not_measured_count": notes.skipped_count,
+        }
+        report["suggestions"] = suggestions(report, opts)
+        return report
+
+    def _filesystems(self, paths: list) -> list:
+        found, seen = [], set()
+        for path in paths:
+            on_host = self.target.host_path(path)
+            try:
+                dev = os.stat(on_host).st_dev
+            except OSError:
+                continue
+            if dev in seen:
+                continue
+            seen.add(dev)
+            fs = filesystem_of(on_host, display=path)
+            fs["level"] = level_for(fs["used_percent"], self.options.thresholds)
+            found.append(fs)
+        return found
+
+    def _sessions(self, tallies: dict, layout) -> list:
+        by_session: dict = {}
+        for key, tally in tallies.items():
+            session = session_of_key(key)
+            if session:
+                by_session.setdefault(session, {})[key[0]] = tally
+        latest = {root: latest_session(self.target.host_path(os.path.join(root, "session_latest")), root)
+                  for root in layout.temp_roots}
+        sessions = []
+        for (root, name), parts in sorted(by_session.items(), key=lambda item: item[0][1]):
+            reason = layout.live_sessions.get((root, name))
+            newest = max(t.newest_mtime for t in parts.values())
+            match = SESSION_RE.match(name)
+            started = None
+            if match:
+                started = datetime.datetime.strptime(match.group(1), "%Y-%m-%d_%H-%M-%S").isoformat()
+            sessions.append({
+                "root": root,
+                "name": name,
+                "path": os.path.join(root, name),
+                "live": reason is not None,
+                "live_reason": reason,
+                "latest": latest.get(root) == name,
+                "started": started,
+                "age_hours": round(max(0.0, self.now - newest) / 3600.0, 2),
+                "bytes": sum(t.bytes for t in parts.values()),
+                "files": sum(t.files for t in parts.values()),
+                "spilled_bytes": parts["spilled"].bytes if "spilled" in parts else 0,
+                "logs_bytes": parts["logs"].bytes if "logs" in parts else 0,
+                "logs_old_bytes": parts["logs_old"].bytes if "logs_old" in parts else 0,
+                "logs_old_files": parts["logs_old"].files if "logs_old" in parts else 0,
+                "runtime_resources_bytes": parts["runtime_resources"].bytes if "runtime_resources" in parts else 0,
+            })
+        return sessions
+
+    def _categories(self, tallies: dict, live: set) -> dict:
+        totals = {name: Tally() for name in CATEGORIES}
+        by_pattern = {pattern: Tally() for pattern in self.options.patterns}
+        names = {"spilled": "spilled_objects", "logs": "logs", "logs_old": "logs_old",
+                 "runtime_resources": "runtime_resources", "uv": "uv_cache", "other": "other"}
+        for key, tally in tallies.items():
+            kind = key[0]
+            if kind == "pattern":
+                by_pattern[key[1]].add(tally)
+                totals["tmp_patterns"].add(tally)
+            elif kind == "session":
+                totals["live_session" if (key[1], key[2]) in live else "stale_sessions"].add(tally)
+            else:
+                totals[names[kind]].add(tally)
+        categories = {name: _figures(tally) for name, tally in totals.items()}
+        categories["tmp_patterns"]["by_pattern"] = {p: _figures(t) for p, t in by_pattern.items()}
+        return categories
+
+
+def suggestions(report: dict, options: UsageOptions) -> list:
+    """What cleanup would free, biggest first; each with bytes and a message."""
+    found = []
+    stale = [s for s in report["sessions"] if not s["live"] and s["age_hours"] >= options.stale_after_hours]
+    if stale:
+        freed = sum(s["bytes"] for s in stale)
+        found.append({
+            "action": "remove_stale_sessions", "bytes": freed, "paths": [s["path"] for s in stale],
+            "message": "%d stale Ray session(s) untouched for %g h or more hold %s; ray_worker_cleanup "
+                       "(clean_stale_sessions) would free them"
+                       % (len(stale), options.stale_after_hours, format_bytes(freed))})
+    live_old = [s for s in report["sessions"] if s["live"] and s["logs_old_files"]]
+    if live_old:
+        freed = sum(s["logs_old_bytes"] for s in live_old)
+        found.append({
+            "action": "clean_old_logs", "bytes": freed, "paths": [s["path"] + "/logs/old" for s in live_old],
+            "message": "logs/old of the live session holds %s of dead processes' logs that Ray never removes; "
+                       "ray_worker_cleanup (clean_old_logs) would free the old ones" % format_bytes(freed)})
+    patterns = report["categories"]["tmp_patterns"]
+    if patterns["bytes"]:
+        found.append({
+            "action": "clean_tmp_patterns", "bytes": patterns["bytes"],
+            "paths": [os.path.join(report["tmp_dir"], p) for p, f in patterns["by_pattern"].items() if f["files"]],
+            "message": "%s in %s matching %s; ray_worker_cleanup removes them on idle workers"
+                       % (format_bytes(patterns["bytes"]), report["tmp_dir"], ", ".join(options.patterns))})
+    orphan_spill = report["categories"]["spilled_objects"]["bytes"] - sum(s["spilled_bytes"] for s in report["sessions"])
+    if orphan_spill > 0:
+        found.append({
+            "action": "remove_orphaned_spill", "bytes": orphan_spill, "paths": [],
+            "message": "%s of spilled objects outside any session (left by crashed workers)"
+                       % format_bytes(orphan_spill)})
+    uv = report["categories"]["uv_cache"]
+    if uv["bytes"]:
+        found.append({
+            "action": "prune_uv_cache", "bytes": uv["bytes"], "paths": [options.uv_cache_dir],
+            "message": "the uv cache holds %s; 'uv cache prune' frees what no environment uses"
+                       % format_bytes(uv["bytes"])})
+    return sorted(found, key=lambda item: -item["bytes"])
+
+
+def default_uv_cache_dir() -> str:
+    """``$UV_CACHE_DIR``, else ``~/.cache/uv`` of the user running this."""
+    return os.environ.get("UV_CACHE_DIR") or os.path.expanduser("~/.cache/uv")
+
+
+def host_target() -> Target:
+    """This host, seen from this process."""
+    return Target(name="host", prefix="/", mnt_ns=mount_namespace("self"))
+
+
+def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
+    """The full report: host figures, and Ray worker containers when ``options.containers``.
+
+    ``docker`` is the Docker SDK module (needed only for containers).  An
+    unreachable daemon leaves the host report intact, adds an entry to
+    ``errors`` and sets ``containers_error``.
+    """
+    options.validate()
+    if options.uv_cache_dir is None:
+        options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
+    report = TargetReport(host_target(), options, psutil).measure()
+    report["containers"] = []
+    report["containers_error"] = None
+    if options.containers:
+        from ansible_collections.rayops.disk.plugins.module_utils._containers import (
+            DockerUnavailable,
+            measure_containers,
+        )
+
+        try:
+            report["containers"] = measure_containers(options, psutil, docker)
+        except DockerUnavailable as exc:
+            report["containers_error"] = str(exc)
+            report["errors"].append({"path": options.docker_host or "docker", "error": str(exc)})
+            report["error_count"] += 1
+    report["summary"] = summary_line(report)
+    return report
+
+
+def summary_line(report: dict) -> str:
+    """One line for a human: fullness, level, what Ray holds and what could go."""
+    fs = report["filesystem"]
+    live = sum(1 for s in report["sessions"] if s["live"])
+    stale = len(report["sessions"]) - live
+    freeable = sum(s["bytes"] for s in report["suggestions"])
+    line = "%s %.1f%% used (%s free), level %s; %s in %s; Ray %s: %d live, %d stale session(s); %s freeable" % (
+        fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), report["level"],
+        format_bytes(report["tmp_bytes"]), report["tmp_dir"], report["node_role"], live, stale,
+        format_bytes(freeable))
+    if report["containers"]:
+        line += "; %d container(s)" % len(report["containers"])
+    return display_path(line)

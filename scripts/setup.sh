@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Bootstrap this machine for the rayops.disk test rig (Debian 12, run as root).
+#
+# Idempotent: every step checks first and does nothing when already done.
+#   - Debian packages: docker.io busybox-static rsync git python3-venv shellcheck util-linux
+#   - Docker engine (dockerd in the background, no systemd needed)
+#   - local image rayops-test/busybox:latest built from busybox-static (no registry)
+#   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
+#   - offline pip bootstrap script for ansible-test in ~/.ansible/test/cache/
+#   - $REPO/.build/collections/ansible_collections/rayops/disk -> $REPO (symlink)
+#   - $REPO/.build/ansible-test/ansible_collections/rayops/disk (real copy, see
+#     scripts/sync-test-copy.sh)
+# Nothing is exported: callers use $REPO/.venv/bin/... directly.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+REQS="$REPO/requirements/dev.txt"
+IMAGE="rayops-test/busybox:latest"
+DOCKERD_LOG="/var/log/dockerd-rayops.log"
+APT_PACKAGES=(docker.io busybox-static rsync git python3-venv shellcheck util-linux)
+
+log() { echo "setup: $*"; }
+die() { echo "setup: ERROR: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+# --------------------------------------------------------------------------
+# 1. Debian packages
+# --------------------------------------------------------------------------
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    pkg_installed "$p" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "apt: packages already installed"
+fi
+
+# --------------------------------------------------------------------------
+# 2. Docker engine
+# --------------------------------------------------------------------------
+docker_ok() { timeout 15 docker info >/dev/null 2>&1; }
+
+# true when process $1 exists and is not a zombie (PID 1 here may be slow to
+# reap, and `kill -0` succeeds on zombies); with $2, its comm must equal $2
+pid_alive() {
+    local pid="$1" name="${2:-}" state
+    [[ "$pid" =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/stat" ] || return 1
+    if [ -n "$name" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then
+        return 1
+    fi
+    state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
+    [ -n "$state" ] && [ "$state" != "Z" ] && [ "$state" != "X" ]
+}
+
+wait_docker() {
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        docker_ok && return 0
+        sleep 1
+    done
+    docker_ok
+}
+
+if docker_ok; then
+    log "docker: engine already running"
+else
+    pidfile=/var/run/docker.pid
+    running_pid=""
+    if [ -f "$pidfile" ]; then
+        running_pid="$(cat "$pidfile" 2>/dev/null || true)"
+        if ! pid_alive "$running_pid" dockerd; then
+            log "docker: removing stale $pidfile (pid '${running_pid}')"
+            rm -f "$pidfile"
+            running_pid=""
+        fi
+    fi
+    # stale pid file of the containerd that dockerd manages itself
+    cpid=/var/run/docker/containerd/containerd.pid
+    if [ -f "$cpid" ] && ! pid_alive "$(cat "$cpid" 2>/dev/null || true)" containerd; then
+        log "docker: removing stale $cpid"
+        rm -f "$cpid"
+    fi
+    if [ -n "$running_pid" ]; then
+        log "docker: dockerd (pid $running_pid) running but not answering yet, waiting"
+    else
+        DOCKERD="$(command -v dockerd || echo /usr/sbin/dockerd)"
+        [ -x "$DOCKERD" ] || die "dockerd not found"
+        log "docker: starting dockerd (log: $DOCKERD_LOG)"
+        nohup "$DOCKERD" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        disown || true
+    fi
+    if ! wait_docker; then
+        tail -n 20 "$DOCKERD_LOG" >&2 || true
+        die "docker engine did not answer within 60 s"
+    fi
+    log "docker: engine up"
+fi
+
+# --------------------------------------------------------------------------
+# 3. Local busybox image (no registry)
+# --------------------------------------------------------------------------
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "image: $IMAGE present"
+else
+    log "image: building $IMAGE from busybox-static"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    bb=/bin/busybox
+    # the installed busybox must be the static one; otherwise unpack the .deb
+    if ! pkg_installed busybox-static || ldd "$bb" >/dev/null 2>&1; then
+        (cd "$tmp" && apt-get download -qq busybox-static >/dev/null)
+        dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/deb"
+        bb="$tmp/deb/bin/busybox"
+    fi
+    root="$tmp/rootfs"
+    mkdir -p "$root"/{bin,etc,proc,sys,dev,root,tmp,var/tmp,usr}
+    chmod 1777 "$root/tmp" "$root/var/tmp"
+    chmod 700 "$root/root"
+    install -m 0755 "$bb" "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    ln -s bin "$root/sbin"
+    ln -s ../bin "$root/usr/bin"
+    ln -s ../bin "$root/usr/sbin"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    tar --numeric-owner --owner=0 --group=0 -C "$root" -c . |
+        docker import -c 'CMD ["sleep","2147483647"]' - "$IMAGE" >/dev/null
+    rm -rf "$tmp"
+    trap - EXIT
+    out="$(docker run --rm --init "$IMAGE" sh -c 'echo ok; du -sk /tmp')"
+    echo "$out" | head -1 | grep -qx ok || die "image smoke test failed: $out"
+    log "image: $IMAGE built and verified"
+fi
+
+# --------------------------------------------------------------------------
+# 4. Python virtualenv
+# --------------------------------------------------------------------------
+PY="${PYTHON:-python3}"
+if ! "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+    log "venv: creating $VENV"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.rayops-requirements.sha256"
+want="$(cat "$REQS" <("$VENV/bin/python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    log "venv: requirements up to date"
+else
+    log "venv: installing requirements/dev.txt (this takes ~1 min cold)"
+    # (drop pip's noise about find-links/extra-index entries of the machine's pip.conf)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" 2>&1 |
+        { grep -v -e "is neither a file nor a directory" -e "^\[notice\]" || true; }
+    "$VENV/bin/python" -m pip check >/dev/null || die "pip check found conflicts"
+    echo "$want" >"$stamp"
+    log "venv: requirements installed"
+fi
+
+# --------------------------------------------------------------------------
+# 5. ansible-test offline pip bootstrap
+# --------------------------------------------------------------------------
+# ansible-test bootstraps pip into each sanity venv by downloading
+# get-pip-<ver>.py from ci-files.testing.ansible.com (unreachable here), unless
+# ~/.ansible/test/cache/get_pip_<ver with _>.py already exists.  It runs that
+# file as `python get_pip_X.py --disable-pip-version-check pip==X --no-setuptools
+# --no-wheel`.  Our replacement: ensurepip, then pip install --upgrade <args>.
+pip_ver="$("$VENV/bin/python" - <<'EOF'
+import re, pathlib, ansible_test
+src = pathlib.Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py"
+m = re.search(r"default_packages = dict\(\s*pip='([^']+)'", src.read_text())
+print(m.group(1) if m else "")
+EOF
+)"
+[ -n "$pip_ver" ] || die "could not find ansible-test's pip version"
+cache_dir="$HOME/.ansible/test/cache"
+get_pip="$cache_dir/get_pip_${pip_ver//./_}.py"
+marker="# rayops offline get-pip v1"
+if grep -qxF "$marker" "$get_pip" 2>/dev/null; then
+    log "ansible-test: offline pip bootstrap present ($get_pip)"
+else
+    mkdir -p "$cache_dir"
+    cat >"$get_pip.tmp" <<EOF
+$marker
+"""Offline stand-in for get-pip.py (pip $pip_ver), written by rayops scripts/setup.sh.
+
+ansible-test runs it as: python get_pip_X.py [pip options] pip==X [--no-setuptools] [--no-wheel]
+"""
+import subprocess
+import sys
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]
+    subprocess.check_call([sys.executable, '-m', 'ensurepip', '--upgrade', '--default-pip'],
+                          stdout=subprocess.DEVNULL)
+    subprocess.check_call([sys.executable, '-m', 'pip', 'install', '--upgrade'] + args)
+
+
+if __name__ == '__main__':
+    main()
+EOF
+    mv "$get_pip.tmp" "$get_pip"
+    log "ansible-test: wrote offline pip bootstrap $get_pip"
+fi
+
+# --------------------------------------------------------------------------
+# 6. Collection paths
+# --------------------------------------------------------------------------
+link_dir="$REPO/.build/collections/ansible_collections/rayops"
+if [ "$(readlink "$link_dir/disk" 2>/dev/null || true)" != "../../../.." ]; then
+    mkdir -p "$link_dir"
+    rm -rf "$link_dir/disk"
+    ln -s ../../../.. "$link_dir/disk"
+    log "collections: linked $link_dir/disk -> $REPO"
+fi
+bash "$REPO/scripts/sync-test-copy.sh" >/dev/null
+log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-test copy in .build/ansible-test"
+
+# --------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------
+dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Version}}' 2>/dev/null || echo '?')"
+av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
+rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
+log "ready: docker $dv; ansible-core $av; ray $rv; image $IMAGE"

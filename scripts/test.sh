@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run every test of the rayops.disk collection: the command .ci/run calls.
+#
+#   bash scripts/test.sh            # set the machine up (scripts/setup.sh), then all stages
+#   bash scripts/test.sh -k ray     # extra arguments go to the final pytest run
+#
+# Stages: yamllint, ansible-lint (production profile), ansible-doc, galaxy build,
+# ansible-test sanity and units (on a copy at .../ansible_collections/rayops/disk),
+# then pytest over tests/unit and tests/system (real Ray, real Docker containers).
+# Every stage runs; the script fails at the end if any stage failed.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
+
+export PATH="$REPO/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$REPO/.build/collections"
+export PYTHONPATH="$REPO/.build/collections"
+export RAY_USAGE_STATS_ENABLED=0
+failed=()
+
+stage() {
+    local name="$1"
+    shift
+    echo
+    echo "=== $name"
+    local start=$SECONDS
+    if "$@"; then
+        echo "=== $name: ok ($((SECONDS - start)) s)"
+    else
+        echo "=== $name: FAILED ($((SECONDS - start)) s)"
+        failed+=("$name")
+    fi
+}
+
+in_test_copy() {
+    local copy
+    copy="$(bash scripts/sync-test-copy.sh)" && (cd "$copy" && "$@")
+}
+
+stage yamllint yamllint --strict .
+stage ansible-lint ansible-lint
+stage ansible-doc bash -c 'ansible-doc rayops.disk.ray_tmp_usage >/dev/null'
+stage galaxy-build ansible-galaxy collection build --force --output-path .build/dist
+stage sanity in_test_copy ansible-test sanity --python 3.11 --color no
+stage units in_test_copy ansible-test units --python 3.11 --local --color no
+stage pytest pytest -p no:cacheprovider -ra tests/unit tests/system "$@"
+
+echo
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "test: FAILED stages: ${failed[*]}"
+    exit 1
+fi
+echo "test: all stages passed"
