@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import psutil
 import pytest
@@ -53,22 +52,29 @@ def free_port():
 class RayHead:
     """A Ray head node under a short temp dir, driven through the real ``ray`` CLI."""
 
-    def __init__(self, temp_dir):
+    def __init__(self, temp_dir, home):
         self.temp_dir = temp_dir
         self.port = free_port()
-        # Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray on Linux swaps 127.0.0.1 for the node's
-        # interface address: this keeps every Ray socket on loopback.
+        # Keep Ray off the network:
+        # - without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray on Linux swaps 127.0.0.1 for the node's
+        #   interface address;
+        # - the dashboard's UsageStatsHead (started even with --include-dashboard=false) probes the cloud
+        #   metadata address 169.254.169.254, usage stats or not, unless ~/ray_bootstrap_config.yaml
+        #   exists: HOME points at a dir holding one that says the provider is local.
+        with open(os.path.join(home, "ray_bootstrap_config.yaml"), "w") as handle:
+            handle.write("provider:\n  type: local\n")
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                        PATH=BIN + os.pathsep + os.environ["PATH"])
+                        HOME=home, PATH=BIN + os.pathsep + os.environ["PATH"])
 
     def ray(self, *args):
         proc = subprocess.run([os.path.join(BIN, "ray")] + list(args), env=self.env, capture_output=True,
-                              text=True, timeout=180)
+                              text=True, timeout=180, check=False)
         assert proc.returncode == 0, "ray %s failed:\n%s%s" % (" ".join(args), proc.stdout, proc.stderr)
         return proc
 
     def start(self):
         self.ray("start", "--head", "--temp-dir=%s" % self.temp_dir, "--port=%d" % self.port,
+                 "--ray-client-server-port=%d" % free_port(), "--dashboard-port=%d" % free_port(),
                  "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=1",
                  "--object-store-memory=78643200", "--disable-usage-stats")
 
@@ -76,7 +82,7 @@ class RayHead:
         """This head's processes and their children (another Ray may run on the machine)."""
         pattern = "(--temp_dir=|--temp-dir=|--session-dir=|--session_dir=|--log_dir=|--logs-dir=)%s|:%d( |$)" % (
             self.temp_dir, self.port)
-        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout
         procs = {}
         for pid in out.split():
             try:
@@ -111,12 +117,14 @@ class RayHead:
 @pytest.fixture
 def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: unix socket paths stay under 108 bytes
-    head = RayHead(temp_dir)
+    home = tempfile.mkdtemp(prefix="rayops-home-")
+    head = RayHead(temp_dir, home)
     try:
         yield head
     finally:
         head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_one_live_one_stale_session_with_spilled_objects(ray_head):
