@@ -53,6 +53,12 @@ class Target:
             return path
         return self.prefix.rstrip("/") + "/" + path.lstrip("/")
 
+    def mountinfo(self) -> str:
+        """The mount table of the tree reached through ``prefix``."""
+        if self.prefix == "/":
+            return "/proc/self/mountinfo"
+        return "/proc/%d/mountinfo" % self.init_pid
+
     def proc_dir(self) -> str:
         """The ``/proc/<pid>`` whose net namespace is the target's."""
         return "/proc/%s" % (self.init_pid if self.init_pid is not None else "self")

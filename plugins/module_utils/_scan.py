@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import pickle
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Protocol, Sequence
@@ -43,11 +45,18 @@ class Layout(Protocol):
 
 @dataclass(frozen=True)
 class Root:
-    """A directory to measure: its own key and the layout state of its children."""
+    """A directory to measure: its own key and the layout state of its children.
+
+    ``mountinfo`` is the mount table of the tree walked and ``inner_path`` the
+    root as that table names it (for a container: ``/proc/<pid>/mountinfo``
+    and ``/tmp``); by default this process's table and ``path``.
+    """
 
     path: str
     key: Hashable
     state: Optional[Hashable] = None
+    mountinfo: str = "/proc/self/mountinfo"
+    inner_path: Optional[str] = None
 
 
 @dataclass
@@ -127,6 +136,27 @@ def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # O_NOATIME needs ownership
 
 
+def mounts_below(mountinfo: str, path: str) -> bool:
+    """Whether the mount table lists a mount point strictly below ``path`` (True when unreadable)."""
+    prefix = os.fsencode(path.rstrip("/") + "/")
+    try:
+        with open(mountinfo, "rb") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) > 4 and _unescape_mount_point(fields[4]).startswith(prefix):
+                    return True
+    except OSError:
+        return True
+    return False
+
+
+def _unescape_mount_point(field: bytes) -> bytes:
+    """Undo mountinfo's octal escapes (``\\040`` for a space)."""
+    if b"\\" not in field:
+        return field
+    return re.sub(rb"\\([0-7]{3})", lambda match: bytes([int(match.group(1), 8)]), field)
+
+
 def mount_id(fd: int) -> Optional[int]:
     """The mount id of an open file (from ``/proc/self/fdinfo``), or None without /proc."""
     try:
@@ -157,7 +187,11 @@ class _Frame:
 
 @dataclass(frozen=True)
 class _RootInfo:
-    """Identity of an opened root: the walk must stay on its device and mount."""
+    """Identity of an opened root: the walk must stay on its device and mount.
+
+    ``mnt`` is None when no mount point lies below the root, so directories
+    need no mount check (``st_dev`` still keeps the walk on one filesystem).
+    """
 
     dev: int
     ino: int
@@ -226,7 +260,7 @@ class _Walker:
     def _list(self, ri: int, fd: int, key: Hashable, state: Optional[Hashable], where: Callable[[], list]) -> list:
         """Tally the entries of an open directory; return its subdirectories to walk."""
         subdirs = []
-        fixed = self._tally(key) if state is None else None
+        sums = {}
         try:
             entries = os.scandir(fd)
         except OSError as exc:
@@ -234,17 +268,27 @@ class _Walker:
             return subdirs
         try:
             with entries:
-                self._tally_entries(ri, entries, key, state, fixed, where, subdirs)
+                self._tally_entries(ri, entries, key, state, where, subdirs, sums)
         except OSError as exc:  # reading the directory itself failed part-way
             self.notes.error(self._path(ri, where()), describe_os_error(exc))
+        root_total = self.root_totals[ri]
+        for ckey, (blocks, apparent, files, dirs, newest) in sums.items():
+            found = Tally(blocks * 512, apparent, files, dirs, newest)
+            self._tally(ckey).add(found)
+            root_total.add(found)
         return subdirs
 
     def _tally_entries(self, ri: int, entries, key: Hashable, state: Optional[Hashable],
-                       fixed: Optional[Tally], where: Callable[[], list], subdirs: list) -> None:
-        """The hot loop: one ``fstatat`` per entry, no path strings."""
+                       where: Callable[[], list], subdirs: list, sums: dict) -> None:
+        """The hot loop: one ``fstatat`` per entry, sums kept in ``sums[key]`` lists, no path strings.
+
+        Each list is [blocks, apparent bytes, files, dirs, newest mtime].
+        """
         layout = self.layout
-        info = self.infos[ri]
-        root_total = self.root_totals[ri]
+        dev = self.infos[ri].dev
+        is_dir_mode = stat.S_ISDIR
+        ckey, cstate = key, None
+        acc = sums[key] = [0, 0, 0, 0, 0.0]
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -254,20 +298,19 @@ class _Walker:
             except OSError as exc:
                 self.notes.error(self._path(ri, where() + [entry.name]), describe_os_error(exc))
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if fixed is None:
+            is_dir = is_dir_mode(st.st_mode)
+            if state is not None:
                 ckey, cstate = layout.child(state, key, entry.name, is_dir)
-                tally = self._tally(ckey)
-            else:
-                ckey, cstate, tally = key, None, fixed
+                acc = sums.get(ckey)
+                if acc is None:
+                    acc = sums[ckey] = [0, 0, 0, 0, 0.0]
             if is_dir:
-                if st.st_dev != info.dev:
+                if st.st_dev != dev:
                     self.notes.skip(self._path(ri, where() + [entry.name]), "other filesystem")
                     continue
-                if (st.st_dev, st.st_ino) in self.other_roots:
+                if (dev, st.st_ino) in self.other_roots:
                     continue  # measured as a root of its own
-                tally.dirs += 1
-                root_total.dirs += 1
+                acc[3] += 1
                 subdirs.append((entry.name, st.st_ino, ckey, cstate))
             elif st.st_nlink > 1:
                 ident = (st.st_dev, st.st_ino)
@@ -275,15 +318,11 @@ class _Walker:
                     self.hardlinks[ident] = (ckey, ri, st.st_blocks * 512, st.st_size, st.st_mtime)
                 continue
             else:
-                tally.files += 1
-                root_total.files += 1
-            size = st.st_blocks * 512
-            tally.bytes += size
-            tally.apparent_bytes += st.st_size
-            root_total.bytes += size
-            root_total.apparent_bytes += st.st_size
-            if st.st_mtime > tally.newest_mtime:
-                tally.newest_mtime = st.st_mtime
+                acc[2] += 1
+            acc[0] += st.st_blocks
+            acc[1] += st.st_size
+            if st.st_mtime > acc[4]:
+                acc[4] = st.st_mtime
 
     def open_item(self, item: _Item) -> Optional[int]:
         """Open the directory an item names, following its chain from the root fd by fd."""
@@ -361,18 +400,28 @@ class _Walker:
         return emitted
 
     def _ensure_open(self, ri: int, stack: list, base: list) -> Optional[int]:
-        """Return the top frame's fd, reopening closed ancestors from the nearest open one."""
+        """Return the top frame's fd, reopening closed ancestors from the nearest open one.
+
+        While reopening, an ancestor's fd is closed again as soon as its child
+        is open unless it lies in the window ``_trim`` keeps, so a long chain
+        never holds more than ``FD_BUDGET`` directories open.
+        """
         top = len(stack) - 1
         if stack[top].fd is not None:
             return stack[top].fd
         first = top
         while stack[first - 1].fd is None:
             first -= 1
+        keep_from = max(1, len(stack) - FD_BUDGET + 1)
         for level in range(first, top + 1):
             def where(level=level):
                 return base + [f.name for f in stack[1:level + 1]]
 
-            fd = self._open_child(ri, stack[level - 1].fd, stack[level].name, stack[level].ino, where)
+            parent = stack[level - 1]
+            fd = self._open_child(ri, parent.fd, stack[level].name, stack[level].ino, where)
+            if level - 1 > 0 and level - 1 < keep_from:
+                os.close(parent.fd)
+                parent.fd = None
             if fd is None:
                 for frame in stack[level:]:
                     frame.pending = []
@@ -398,16 +447,6 @@ class _Walker:
             level -= 1
 
 
-_POOL_WALKER: Optional[_Walker] = None
-
-
-def _pool_walk(item: _Item) -> tuple:
-    """Pool task: walk one subtree in a fresh walker sharing the parent's roots."""
-    walker = _Walker(_POOL_WALKER.roots, _POOL_WALKER.layout, _POOL_WALKER.infos)
-    walker.walk(item)
-    return walker.result()
-
-
 def default_workers() -> int:
     """Processes to scan with: the CPUs this process may use, at most 4."""
     try:
@@ -425,7 +464,8 @@ def _root_info(root: Root, notes: Notes) -> Optional[_RootInfo]:
         return None
     try:
         st = os.fstat(fd)
-        return _RootInfo(st.st_dev, st.st_ino, mount_id(fd), Tally(st.st_blocks * 512, st.st_size, 0, 1, st.st_mtime))
+        mnt = mount_id(fd) if mounts_below(root.mountinfo, root.inner_path or root.path) else None
+        return _RootInfo(st.st_dev, st.st_ino, mnt, Tally(st.st_blocks * 512, st.st_size, 0, 1, st.st_mtime))
     finally:
         os.close(fd)
 
@@ -456,18 +496,54 @@ def scan(roots: Sequence[Root], layout: Layout, workers: Optional[int] = None) -
                 break
             items = [new for item in items for new in walker.walk(item, emit_depth=1)]
         if items:
-            partials = _walk_in_pool(walker, items, workers)
+            partials = _walk_in_workers(walker, items, workers)
     return _merge(walker, partials, roots)
 
 
-def _walk_in_pool(walker: _Walker, items: list, workers: int) -> list:
-    global _POOL_WALKER
-    _POOL_WALKER = walker
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return list(pool.imap_unordered(_pool_walk, items, chunksize=1))
-    finally:
-        _POOL_WALKER = None
+def _walk_in_workers(walker: _Walker, items: list, workers: int) -> list:
+    """Walk the items in forked processes; return each process's partial result.
+
+    The items are inherited through fork, and each process takes the next
+    index from a shared counter until none is left, so nothing crosses a pipe
+    but one result per process.
+    """
+    context = multiprocessing.get_context("fork")
+    counter = context.Value("l", 0)
+    children = []
+    for _worker in range(workers):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+            os.close(read_fd)
+            status = 0
+            try:
+                mine = _Walker(walker.roots, walker.layout, walker.infos)
+                while True:
+                    with counter.get_lock():
+                        index = counter.value
+                        counter.value = index + 1
+                    if index >= len(items):
+                        break
+                    mine.walk(items[index])
+                payload = pickle.dumps(("ok", mine.result()))
+            except BaseException as exc:  # pylint: disable=broad-exception-caught
+                payload = pickle.dumps(("error", "%s: %s" % (exc.__class__.__name__, exc)))
+                status = 1
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+            os._exit(status)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+    partials, failures = [], []
+    for pid, read_fd in children:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        outcome, value = pickle.loads(data) if data else ("error", "scan worker %d died" % pid)
+        (partials if outcome == "ok" else failures).append(value)
+    if failures:
+        raise RuntimeError("scan worker failed: %s" % failures[0])
+    return partials
 
 
 def _merge(walker: _Walker, partials: list, roots: Sequence[Root]) -> ScanResult:

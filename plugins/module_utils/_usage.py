@@ -244,12 +244,13 @@ class TargetReport:
             except OSError as exc:
                 notes.error(on_host, exc.strerror or str(exc))
                 continue
+            root = Root(on_host, key, state, mountinfo=self.target.mountinfo(), inner_path=path)
             ident = (st.st_dev, st.st_ino)
             if ident in seen:
-                roots[seen[ident]] = (path, Root(on_host, key, state))  # the more specific layout wins
+                roots[seen[ident]] = (path, root)  # the more specific layout wins
                 continue
             seen[ident] = len(roots)
-            roots.append((path, Root(on_host, key, state)))
+            roots.append((path, root))
         return roots
 
     def measure(self) -> dict:

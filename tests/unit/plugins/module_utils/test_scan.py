@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -112,6 +113,28 @@ def test_bind_mount_inside_is_not_entered(tmp_path, bind_mount):
     assert {"path": str(root / "mnt"), "reason": "mount point"} in result.notes.skipped
 
 
+def test_bind_mount_with_an_escaped_name_is_found_in_mountinfo(tmp_path, bind_mount):
+    elsewhere = tmp_path / "elsewhere"
+    write(str(elsewhere / "secret"), 1 << 20)
+    root = tmp_path / "root"
+    write(str(root / "f"), 100)
+    assert not _scan.mounts_below("/proc/self/mountinfo", str(root))
+    bind_mount(str(elsewhere), str(root / "with space\tand tab" / "mnt"))  # mountinfo writes \040 and \011
+    assert _scan.mounts_below("/proc/self/mountinfo", str(root))
+    tally, result = measure(root)
+    assert tally.bytes < 1 << 20
+    assert result.notes.skipped == [{"path": str(root / "with space\tand tab" / "mnt"), "reason": "mount point"}]
+
+
+def test_mount_table_of_another_tree_is_used_for_it(tmp_path, bind_mount):
+    """A root reached through a prefix (a container) is checked against the table naming its inner path."""
+    table = tmp_path / "mountinfo"
+    table.write_text("36 35 98:0 /mnt1 /tmp/inner/mnt rw,noatime master:1 - ext3 /dev/root rw\n")
+    assert _scan.mounts_below(str(table), "/tmp/inner")
+    assert not _scan.mounts_below(str(table), "/tmp/other")
+    assert _scan.mounts_below(str(tmp_path / "unreadable"), "/tmp/other")  # unknown: check every directory
+
+
 def test_other_filesystem_is_not_entered(tmp_path, bind_mount):
     root = tmp_path / "root"
     write(str(root / "f"), 100)
@@ -183,14 +206,17 @@ def test_ten_thousand_levels_deep(tmp_path, monkeypatch):
             os.mkdir("side", dir_fd=fd)
     os.close(fd)
     assert 10000 > sys.getrecursionlimit()
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         expected = du_bytes(str(root))
         monkeypatch.setattr(_scan, "FD_BUDGET", 8)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, limits[1]))  # open fds must stay near the budget
         for workers in (1, 2):
             tally, result = measure(root, workers)
             assert (tally.bytes, tally.files, tally.dirs) == (expected, 4, 10002)
             assert result.notes.error_count == 0
     finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         subprocess.run(["rm", "-rf", str(root)], check=True)  # shutil.rmtree of Python 3.11 recurses
 
 
