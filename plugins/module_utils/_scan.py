@@ -324,7 +324,7 @@ class _Walker:
             if st.st_mtime > acc[4]:
                 acc[4] = st.st_mtime
 
-    def open_item(self, item: _Item) -> Optional[int]:
+    def _open_item(self, item: _Item) -> Optional[int]:
         """Open the directory an item names, following its chain from the root fd by fd."""
         ri, chain = item[0], item[1]
         root = self.roots[ri]
@@ -358,7 +358,7 @@ class _Walker:
         entered but returned as new items, so the caller can hand them out.
         """
         ri, chain, key, state = item
-        fd = self.open_item(item)
+        fd = self._open_item(item)
         if fd is None:
             return []
         base = [name for name, _ino in chain]

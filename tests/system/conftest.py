@@ -55,12 +55,17 @@ def du_bytes(path):
 
 
 def remote_tcp_peers():
-    """Remote addresses of this machine's TCP connections that are not loopback."""
+    """Remote ends of this machine's outgoing TCP connections that are not loopback.
+
+    Connections into a port this machine listens on are someone else's doing.
+    """
     import psutil
 
+    connections = psutil.net_connections(kind="tcp")
+    listening = {conn.laddr.port for conn in connections if conn.status == psutil.CONN_LISTEN}
     peers = set()
-    for conn in psutil.net_connections(kind="tcp"):
-        if not conn.raddr:
+    for conn in connections:
+        if not conn.raddr or conn.laddr.port in listening:
             continue
         address = ipaddress.ip_address(conn.raddr.ip.split("%")[0])
         if getattr(address, "ipv4_mapped", None):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -129,3 +130,25 @@ def test_symlink_tmp_dir_is_refused(run_module, tree, tmp_path):
     os.symlink(str(tree), link)
     result = fail_module(ray_tmp_usage.main, args_for(tree, tmp_dir=link))
     assert "tmp_dir %r is a symlink to %r; give the real directory instead" % (link, str(tree)) in result["msg"]
+
+
+def test_hostile_tree_through_main(run_module, tree, tmp_path, bind_mount):
+    """Symlinks out of the tree, hard links, non-UTF-8 names and a mount: du's figure, JSON-safe output."""
+    outside = tmp_path / "outside"
+    write(str(outside / "big"), 1 << 20)
+    os.symlink(str(outside), str(tree / "tmp-link-out"))
+    os.symlink(str(outside / "big"), str(tree / "ray" / SESSION / "logs" / "big-link"))
+    first = write(str(tree / "ray_tmp_1" / "wheel"), 65536)
+    for index in range(3):
+        os.link(first, str(tree / "ray_tmp_1" / ("copy%d" % index)))
+    odd = os.path.join(os.fsencode(str(tree)), b"pip-\xff\xfe")
+    os.makedirs(os.path.join(odd, b"sub"))
+    with open(os.path.join(odd, b"sub", b"\xc3\x28.whl"), "wb") as handle:
+        handle.write(b"w" * 8192)
+    bind_mount(None, os.fsdecode(os.path.join(odd, b"mnt")), fstype="tmpfs")
+    result = run_module(ray_tmp_usage.main, args_for(tree))
+    assert result["tmp_bytes"] == du_bytes(str(tree), "--exclude=mnt")
+    assert result["categories"]["tmp_patterns"]["by_pattern"]["pip-*"]["files"] == 2  # pip-abc/x and the odd wheel
+    assert result["categories"]["tmp_patterns"]["by_pattern"]["ray_tmp_*"]["files"] == 1  # four links, one inode
+    assert result["not_measured"] == [{"path": str(tree) + "/pip-\\xff\\xfe/mnt", "reason": "other filesystem"}]
+    assert "\\\\xff" in json.dumps(result)  # encodable as Ansible will encode it
