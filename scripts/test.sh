@@ -5,7 +5,8 @@
 #   bash scripts/test.sh -k ray     # extra arguments go to the final pytest run
 #
 # Stages: yamllint, ansible-lint (production profile), ansible-doc, galaxy build,
-# ansible-test sanity and units (on a copy at .../ansible_collections/rayops/disk),
+# ansible-test sanity, units and integration (on a copy at
+# .../ansible_collections/rayops/disk),
 # then pytest over tests/unit and tests/system (real Ray, real Docker containers).
 # Every stage runs; the script fails at the end if any stage failed.
 set -uo pipefail
@@ -45,6 +46,7 @@ stage ansible-doc bash -c 'ansible-doc rayops.disk.ray_tmp_usage >/dev/null'
 stage galaxy-build ansible-galaxy collection build --force --output-path .build/dist
 stage sanity in_test_copy ansible-test sanity --python 3.11 --color no
 stage units in_test_copy ansible-test units --python 3.11 --local --color no
+stage integration in_test_copy ansible-test integration --python 3.11 --local --color no
 stage pytest pytest -p no:cacheprovider -ra tests/unit tests/system "$@"
 
 echo

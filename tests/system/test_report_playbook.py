@@ -29,3 +29,10 @@ def test_report_fails_when_a_node_is_critical():
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "localhost is critical: /tmp" in proc.stdout
     assert "level CRITICAL" in proc.stdout
+
+
+def test_report_runs_in_check_mode():
+    proc = run_ansible("ansible-playbook", PLAYBOOK, "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Filesystem /tmp:" in proc.stdout
+    assert "changed=0" in proc.stdout
