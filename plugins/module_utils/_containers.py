@@ -62,28 +62,32 @@ def container_target(container: Any) -> Target:
     return Target(name=container.name, prefix=prefix, mnt_ns=mnt_ns, init_pid=pid)
 
 
-def measure_containers(options, psutil, docker) -> list:
-    """One entry per container whose name matches ``options.container_name_filter``."""
-    from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageError
-
+def ray_worker_containers(options, docker) -> list:
+    """The containers whose name matches ``options.container_name_filter``, by name."""
     client = docker_client(docker, options.docker_host)
     try:
         containers = client.containers.list(all=True, filters={"name": options.container_name_filter})
     except Exception as exc:
         raise DockerUnavailable("cannot list containers: %s" % exc) from exc
+    return sorted(containers, key=lambda c: c.name)
+
+
+def measure_container(container, options, psutil, activity=None) -> dict:
+    """A container's entry: identity and status, and for a running one its report (not its own containers)."""
+    from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageError
+
     inner = dataclasses.replace(options, ray_temp_dir=None, uv_cache_dir=None, containers=False)
-    entries = []
-    for container in sorted(containers, key=lambda c: c.name):
-        entry = {"name": container.name, "id": container.short_id, "status": container.status,
-                 "tmp_bytes": None, "error": None}
-        try:
-            target = container_target(container)
-            report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
-        except (LookupError, UsageError, OSError) as exc:
-            entry["error"] = str(exc)
-        else:
-            for key in ("tmp_bytes", "level", "filesystem", "node_role", "categories", "sessions",
-                        "suggestions", "errors", "error_count", "not_measured_count"):
-                entry[key] = report[key]
-        entries.append(entry)
-    return entries
+    entry = {"name": container.name, "id": container.short_id, "status": container.status,
+             "tmp_bytes": None, "error": None}
+    if activity is not None:
+        entry["activity"] = activity
+    try:
+        target = container_target(container)
+        report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
+    except (LookupError, UsageError, OSError) as exc:
+        entry["error"] = str(exc)
+    else:
+        for key in ("tmp_bytes", "level", "filesystem", "node_role", "categories", "sessions",
+                    "suggestions", "errors", "error_count", "not_measured_count"):
+            entry[key] = report[key]
+    return entry

@@ -105,27 +105,42 @@ def mount_namespace(pid: object) -> Optional[str]:
         return None
 
 
-def ray_processes(psutil, mnt_ns: Optional[str]) -> list:
-    """Running Ray system processes in a mount namespace (in any when ``mnt_ns`` is None).
+def process_title(name: str, cmdline: Sequence[str]) -> str:
+    """The title Ray gives a worker (``ray::...`` replaces its command line), else the process name."""
+    if cmdline and cmdline[0].startswith("ray::"):
+        return cmdline[0].strip()
+    return name or ""
 
-    A process whose namespace cannot be read (another user's, when not root)
-    counts only for this process's own namespace, the host; zombies never count.
+
+def iter_ray_processes(psutil, mnt_ns: Optional[str]):
+    """Yield ``(process, kind, title, cmdline)`` for Ray's processes in a mount namespace (any when None).
+
+    ``kind`` is raylet, gcs_server or log_monitor, or None for a ``ray::``
+    worker or agent.  A process whose namespace cannot be read (another
+    user's, when not root) counts only for this process's own namespace, the
+    host; zombies never count.
     """
     own_ns = mount_namespace("self")
-    found = []
     for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
         if proc.info.get("status") == psutil.STATUS_ZOMBIE:
             continue
+        name = proc.info.get("name") or ""
         cmdline = proc.info.get("cmdline") or []
-        kind = process_kind(proc.info.get("name") or "", cmdline)
-        if kind is None:
+        kind = process_kind(name, cmdline)
+        title = process_title(name, cmdline)
+        if kind is None and not title.startswith("ray::"):
             continue
         if mnt_ns is not None:
             proc_ns = mount_namespace(proc.info["pid"])
             if proc_ns != mnt_ns and not (proc_ns is None and mnt_ns == own_ns):
                 continue
-        found.append(RayProcess(proc.info["pid"], kind, tuple(cmdline)))
-    return found
+        yield proc, kind, title, cmdline
+
+
+def ray_processes(psutil, mnt_ns: Optional[str]) -> list:
+    """Running Ray system processes (raylet, gcs_server, log_monitor) in a mount namespace."""
+    return [RayProcess(proc.pid, kind, tuple(cmdline))
+            for proc, kind, _title, cmdline in iter_ray_processes(psutil, mnt_ns) if kind is not None]
 
 
 def session_of(path: str) -> Optional[tuple]:

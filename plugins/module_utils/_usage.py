@@ -56,6 +56,9 @@ class UsageOptions:
     container_name_filter: str = "ray-worker"
     docker_host: Optional[str] = None
     scan_workers: Optional[int] = None
+    activity: bool = False
+    cpu_idle_percent: float = 5.0
+    sample_seconds: float = 1.0
 
     def validate(self) -> None:
         """Raise ``UsageError`` naming the first bad value and how to fix it."""
@@ -76,6 +79,12 @@ class UsageOptions:
             raise UsageError("stale_after_hours %r is negative; use 0 or more hours" % self.stale_after_hours)
         if self.scan_workers is not None and self.scan_workers < 1:
             raise UsageError("scan_workers %r must be 1 or more (1 scans in this process only)" % self.scan_workers)
+        if self.cpu_idle_percent < 0:
+            raise UsageError("cpu_idle_percent %r is negative; give the percent of one core below which a "
+                             "worker is idle, for example 5" % self.cpu_idle_percent)
+        if not 0 < self.sample_seconds <= 300:
+            raise UsageError("sample_seconds %r must be more than 0 and at most 300; for example 1"
+                             % self.sample_seconds)
 
 
 def check_root_dir(option: str, path: str) -> None:
@@ -415,28 +424,54 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
 
     ``docker`` is the Docker SDK module (needed only for containers).  An
     unreachable daemon leaves the host report intact, adds an entry to
-    ``errors`` and sets ``containers_error``.
+    ``errors`` and sets ``containers_error``.  With ``options.activity`` the
+    host and every container are first sampled side by side over one window.
     """
+    from ansible_collections.rayops.disk.plugins.module_utils._containers import (
+        DockerUnavailable,
+        measure_container,
+        ray_worker_containers,
+    )
+
     options.validate()
     if options.uv_cache_dir is None:
         options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
-    report = TargetReport(host_target(), options, psutil).measure()
-    report["containers"] = []
-    report["containers_error"] = None
+    host = host_target()
+    containers, containers_error = [], None
     if options.containers:
-        from ansible_collections.rayops.disk.plugins.module_utils._containers import (
-            DockerUnavailable,
-            measure_containers,
-        )
-
         try:
-            report["containers"] = measure_containers(options, psutil, docker)
+            containers = ray_worker_containers(options, docker)
         except DockerUnavailable as exc:
-            report["containers_error"] = str(exc)
-            report["errors"].append({"path": options.docker_host or "docker", "error": str(exc)})
-            report["error_count"] += 1
+            containers_error = str(exc)
+    activity = sample_activity(host, containers, options, psutil) if options.activity else {}
+    report = TargetReport(host, options, psutil).measure()
+    report["activity"] = activity.get(None)
+    report["containers"] = [measure_container(c, options, psutil, activity.get(c.name)) for c in containers]
+    report["containers_error"] = containers_error
+    if containers_error:
+        report["errors"].append({"path": options.docker_host or "docker", "error": containers_error})
+        report["error_count"] += 1
     report["summary"] = summary_line(report)
     return report
+
+
+def sample_activity(host: Target, containers: list, options: UsageOptions, psutil) -> dict:
+    """Busy or idle, per container name and for the host (key None), sampled side by side."""
+    from ansible_collections.rayops.disk.plugins.module_utils._activity import (
+        ContainerSample,
+        HostSample,
+        sample_all,
+    )
+    from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
+
+    samples, found = {None: HostSample(psutil, host.mnt_ns)}, {}
+    for container in containers:
+        try:
+            samples[container.name] = ContainerSample(container, psutil, container_target(container).mnt_ns)
+        except LookupError as exc:
+            found[container.name] = {"busy": None, "error": str(exc)}
+    found.update(sample_all(samples, options.sample_seconds, options.cpu_idle_percent))
+    return found
 
 
 def summary_line(report: dict) -> str:
@@ -449,6 +484,12 @@ def summary_line(report: dict) -> str:
         fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), report["level"],
         format_bytes(report["tmp_bytes"]), report["tmp_dir"], report["node_role"], live, stale,
         format_bytes(freeable))
+    activity = report["activity"]
+    if activity:
+        if activity["busy"] is None:
+            line += "; activity unknown"
+        else:
+            line += "; busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "; idle"
     if report["containers"]:
         line += "; %d container(s)" % len(report["containers"])
     return display_path(line)

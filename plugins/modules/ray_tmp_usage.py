@@ -110,6 +110,27 @@ options:
       - The Docker daemon to ask, for example C(unix:///var/run/docker.sock). Default C($DOCKER_HOST), else the
         local socket. The daemon must run on the host the module runs on.
     type: str
+  activity:
+    description:
+      - Also tell whether the host and each container are busy, as C(ray_worker_cleanup) decides it. A target is
+        busy when a Ray worker runs user code (a process titled C(ray::<task or actor>), not the C(ray::IDLE*)
+        family and not Ray's own agents) or when its CPU use over O(sample_seconds) is at or above
+        O(cpu_idle_percent).
+      - All targets are sampled side by side, so twenty containers take about as long as one.
+    type: bool
+    default: false
+  cpu_idle_percent:
+    description:
+      - CPU use, in percent of one core as C(docker stats) shows it, at or above which a target counts as busy.
+      - On the host it is the CPU of Ray's processes; in a container, the whole container's.
+    type: float
+    default: 5
+  sample_seconds:
+    description:
+      - Length of the CPU sample window, more than 0 and at most 300. Reading a container's CPU through the Docker
+        SDK takes about a second more.
+    type: float
+    default: 1
   scan_workers:
     description:
       - Processes that scan big trees side by side. Default the usable CPUs, at most 4. C(1) scans in the module's
@@ -143,6 +164,14 @@ EXAMPLES = r"""
       info: 70
       warning: 80
       critical: 90
+
+- name: Which workers are busy right now (as ray_worker_cleanup would decide)
+  rayops.disk.ray_tmp_usage:
+    containers: true
+    activity: true
+    cpu_idle_percent: 5
+    sample_seconds: 2
+  register: usage
 
 - name: Ray started with --temp-dir=/data/ray and a uv cache of another user
   rayops.disk.ray_tmp_usage:
@@ -309,12 +338,38 @@ suggestions:
 containers:
   description:
     - One entry per matching container, with C(name), C(id), C(status), C(tmp_bytes) and C(error), and for running
-      ones C(level), C(filesystem), C(node_role), C(categories), C(sessions), C(suggestions), C(errors).
+      ones C(level), C(filesystem), C(node_role), C(categories), C(sessions), C(suggestions), C(errors); with
+      O(activity=true) also C(activity), shaped like RV(activity).
     - C(tmp_bytes) is null for a container that is not running or could not be measured; C(error) says why.
   returned: always
   type: list
   elements: dict
   sample: [{"name": "ray-worker-1", "id": "3f2a1b0c9d8e", "status": "running", "tmp_bytes": 37580963840}]
+activity:
+  description:
+    - With O(activity=true), whether the host is busy, else null. Containers carry their own C(activity).
+    - C(busy) is null and C(error) says why when a target could not be sampled (a container that stopped).
+  returned: always
+  type: dict
+  contains:
+    busy:
+      description: Whether the target is busy.
+      type: bool
+      sample: true
+    reasons:
+      description: Why it is busy.
+      type: list
+      elements: str
+      sample: ["Ray runs user code: ray::train_step", "CPU 97.5% >= 5%"]
+    cpu_percent:
+      description: CPU use over the window, in percent of one core.
+      type: float
+      sample: 97.5
+    ray_tasks:
+      description: Titles of the Ray workers running user code (at most 20).
+      type: list
+      elements: str
+      sample: ["ray::train_step"]
 containers_error:
   description: Why containers could not be listed (Docker unreachable), or null.
   returned: always
@@ -381,6 +436,9 @@ def main():
             container_name_filter=dict(type="str", default="ray-worker"),
             docker_host=dict(type="str"),
             scan_workers=dict(type="int"),
+            activity=dict(type="bool", default=False),
+            cpu_idle_percent=dict(type="float", default=5),
+            sample_seconds=dict(type="float", default=1),
         ),
         supports_check_mode=True,
     )

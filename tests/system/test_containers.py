@@ -100,3 +100,22 @@ def test_check_mode_gives_the_same_container_figures(workers):
     assert check["changed"] is False and real["changed"] is False
     assert [(c["name"], c["tmp_bytes"]) for c in check["containers"]] == \
         [(c["name"], c["tmp_bytes"]) for c in real["containers"]]
+
+
+def test_busy_and_idle_workers(docker_client):
+    """One worker spins a core, one sleeps: only the first is busy, each with its CPU figure."""
+    tag = "ray-worker-t%s" % uuid.uuid4().hex[:8]
+    busy = docker_client.containers.run(IMAGE, ["sh", "-c", "while :; do :; done"], name=tag + "-busy",
+                                        init=True, detach=True)
+    idle = docker_client.containers.run(IMAGE, name=tag + "-idle", init=True, detach=True)
+    try:
+        result = ansible_module("rayops.disk.ray_tmp_usage", {"containers": True, "container_name_filter": tag,
+                                                              "activity": True, "sample_seconds": 1})
+    finally:
+        busy.remove(force=True)
+        idle.remove(force=True)
+    activity = {entry["name"]: entry["activity"] for entry in result["containers"]}
+    assert activity[tag + "-busy"]["busy"] is True and activity[tag + "-busy"]["cpu_percent"] >= 50
+    assert activity[tag + "-busy"]["reasons"] == ["CPU %.1f%% >= 5%%" % activity[tag + "-busy"]["cpu_percent"]]
+    assert activity[tag + "-idle"]["busy"] is False and activity[tag + "-idle"]["cpu_percent"] < 5
+    assert result["activity"]["busy"] in (True, False)  # the host is sampled in the same window

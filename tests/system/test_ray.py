@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import psutil
 import pytest
@@ -40,6 +41,22 @@ else:
     sys.exit("no objects were spilled")
 print("SPILLED", flush=True)
 time.sleep(600)  # hold the refs: Ray deletes spilled files of freed objects
+"""
+
+
+BURN_DRIVER = r"""
+import sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+
+@ray.remote
+def burn():
+    while True:
+        pass
+
+ref = burn.remote()
+print("STARTED", flush=True)
+time.sleep(600)
 """
 
 
@@ -167,3 +184,26 @@ def test_one_live_one_stale_session_with_spilled_objects(ray_head):
     aged = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "stale_after_hours": 0})
     remove = [s for s in aged["suggestions"] if s["action"] == "remove_stale_sessions"]
     assert stale_path in remove[0]["paths"] and live_path not in remove[0]["paths"]
+
+
+def test_a_running_task_makes_the_head_busy(ray_head):
+    ray_head.start()
+    idle = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "activity": True})
+    assert "ray::burn" not in idle["activity"]["ray_tasks"]
+    driver = subprocess.Popen([sys.executable, "-c", BURN_DRIVER, "127.0.0.1:%d" % ray_head.port],
+                              stdout=subprocess.PIPE, text=True, env=ray_head.env)
+    try:
+        assert driver.stdout.readline().strip() == "STARTED"
+        deadline = time.time() + 60
+        while not any(p.info["cmdline"] and p.info["cmdline"][0] == "ray::burn"
+                      for p in psutil.process_iter(["cmdline"])):
+            assert time.time() < deadline, "the task never started"
+            time.sleep(0.2)
+        busy = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "activity": True})
+    finally:
+        driver.kill()
+        driver.wait()
+    assert busy["activity"]["busy"] is True
+    assert "ray::burn" in busy["activity"]["ray_tasks"]
+    assert "Ray runs user code: " in busy["activity"]["reasons"][0]
+    assert busy["activity"]["cpu_percent"] >= 50  # the task spins a core

@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
+from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout_mod
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import module_runner
 
 
@@ -42,6 +46,67 @@ def tree_digest(path):
                 with open(full, "rb") as handle:
                     digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
+
+
+class SandboxNode:
+    """A private mount namespace standing in for a node: only processes started in it count.
+
+    Other Ray instances on the test machine are outside it, so they cannot
+    leak into discovery; files are shared (the namespace starts as a copy).
+    """
+
+    def __init__(self):
+        self.procs = []
+        self.init = self._popen(["unshare", "--mount", "--propagation", "unchanged", sys.executable, "-c",
+                                 "import time; time.sleep(600)"])
+        deadline = time.time() + 10
+        while layout_mod.mount_namespace(self.init.pid) in (None, layout_mod.mount_namespace("self")):
+            assert time.time() < deadline, "unshare did not create a mount namespace"
+            time.sleep(0.02)
+        self.target = layout_mod.Target(name="sandbox", prefix="/", mnt_ns=layout_mod.mount_namespace(self.init.pid),
+                                        init_pid=self.init.pid)
+
+    def _popen(self, argv):
+        proc = subprocess.Popen(argv)
+        self.procs.append(proc)
+        return proc
+
+    def spawn(self, comm, *args, hold=None, title=None, burn=False):
+        """Start a process named ``comm`` with ``args`` on its command line.
+
+        ``hold`` keeps a file open; ``title`` rewrites the command line as Ray
+        does for its workers (``ray::IDLE``...); ``burn`` spins a core.
+        """
+        code = ("import ctypes,time; f = open(%r) if %r else None; "
+                "ctypes.CDLL(None).prctl(15, %r, 0, 0, 0); " % (hold or "/", hold, comm.encode()))
+        if title:
+            code += "import ray._raylet; ray._raylet.setproctitle(%r); " % title  # what Ray itself calls
+        code += "exec('while True: pass') if %r else time.sleep(600)" % burn
+        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid, sys.executable, "-c", code]
+                           + list(args))
+        deadline = time.time() + 20
+
+        def ready():
+            process = psutil.Process(proc.pid)
+            return (process.cmdline() or [""])[0] == title if title else process.name() == comm
+
+        while not ready():
+            assert time.time() < deadline, "process did not take its name %s / title %s" % (comm, title)
+            time.sleep(0.02)
+        return proc
+
+    def stop(self):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def node():
+    """A sandbox node (see ``SandboxNode``), stopped after the test."""
+    sandbox = SandboxNode()
+    yield sandbox
+    sandbox.stop()
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ import os
 import pathlib
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,7 +28,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageOptions,
     level_for,
 )
-from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, write
+from ansible_collections.rayops.disk.tests.unit.conftest import SandboxNode, du_bytes, write
 
 OLD = "session_2026-11-20_10-00-00_000001_1111"
 NEW = "session_2026-11-22_09-30-00_000002_2222"
@@ -78,54 +76,6 @@ def _ray_tree(tmp):
             os.utime(os.path.join(dirpath, name), (old, old))
     os.utime(str(ray / OLD), (old, old))
     yield tmp
-
-
-class SandboxNode:
-    """A private mount namespace standing in for a node: only processes started in it count.
-
-    Other Ray instances on the test machine are outside it, so they cannot
-    leak into discovery; files are shared (the namespace starts as a copy).
-    """
-
-    def __init__(self):
-        self.procs = []
-        self.init = self._popen(["unshare", "--mount", "--propagation", "unchanged", sys.executable, "-c",
-                                 "import time; time.sleep(600)"])
-        deadline = time.time() + 10
-        while layout_mod.mount_namespace(self.init.pid) in (None, layout_mod.mount_namespace("self")):
-            assert time.time() < deadline, "unshare did not create a mount namespace"
-            time.sleep(0.02)
-        self.target = layout_mod.Target(name="sandbox", prefix="/", mnt_ns=layout_mod.mount_namespace(self.init.pid),
-                                        init_pid=self.init.pid)
-
-    def _popen(self, argv):
-        proc = subprocess.Popen(argv)
-        self.procs.append(proc)
-        return proc
-
-    def spawn(self, comm, *args, hold=None):
-        """Start a process named ``comm`` with ``args`` on its command line, optionally holding a file open."""
-        code = ("import ctypes,time; f = open(%r) if %r else None; "
-                "ctypes.CDLL(None).prctl(15, %r, 0, 0, 0); time.sleep(600)" % (hold or "/", hold, comm.encode()))
-        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid, sys.executable, "-c", code]
-                           + list(args))
-        deadline = time.time() + 10
-        while psutil.Process(proc.pid).name() != comm:
-            assert time.time() < deadline, "process did not rename itself to %s" % comm
-            time.sleep(0.02)
-        return proc
-
-    def stop(self):
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def node():
-    sandbox = SandboxNode()
-    yield sandbox
-    sandbox.stop()
 
 
 def report_for(tmp, node, **options):
