@@ -8,7 +8,7 @@ The walk never follows a symlink, never leaves the filesystem (or mount) of the
 root it started from, opens every directory relative to its parent's file
 descriptor and checks it is the inode it listed, counts a hard-linked inode
 once, and carries on past permission errors and entries that vanish.  It is
-iterative, keeps at most ``FD_BUDGET`` directories open and stores nothing per
+iterative, keeps at most ``_fdwalk.FD_BUDGET`` directories open and stores nothing per
 file, so depth, path length and file count do not bound it.  Big trees are
 split into subtrees that a pool of forked processes walks side by side.
 
@@ -26,8 +26,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Protocol, Sequence
 
-FD_BUDGET = 64
-"""Directories a walk keeps open at once; deeper ancestors are reopened on demand."""
+from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
 
 MAX_REPORTED = 50
 """Errors and skipped entries listed per scan; the rest are only counted."""
@@ -171,18 +170,6 @@ def mount_id(fd: int) -> Optional[int]:
         if line.startswith(b"mnt_id:"):
             return int(line.split()[1])
     return None
-
-
-class _Frame:
-    """A directory on the walk's stack: its fd (or None when closed) and subdirs left."""
-
-    __slots__ = ("name", "ino", "fd", "pending")
-
-    def __init__(self, name: str, ino: int, fd: Optional[int], pending: list) -> None:
-        self.name = name
-        self.ino = ino
-        self.fd = fd
-        self.pending = pending
 
 
 @dataclass(frozen=True)
@@ -363,25 +350,27 @@ class _Walker:
             return []
         base = [name for name, _ino in chain]
         emitted = []
-        stack = [_Frame("", 0, fd, self._list(ri, fd, key, state, lambda: base))]
+
+        def open_child(parent_fd, name, ino, where):
+            return self._open_child(ri, parent_fd, name, ino, where)
+
+        stack = DirStack(Frame("", 0, fd, self._list(ri, fd, key, state, lambda: base)), open_child, base)
         try:
             while stack:
-                top = stack[-1]
+                top = stack.top
                 if not top.pending:
-                    if top.fd is not None:
-                        os.close(top.fd)
-                        top.fd = None
                     stack.pop()
                     continue
                 name, ino, ckey, cstate = top.pending.pop()
 
                 def where(name=name):
-                    return base + [f.name for f in stack[1:]] + [name]
+                    return stack.names(extra=name)
 
                 if emit_depth is not None and len(stack) >= emit_depth:
-                    emitted.append((ri, tuple(chain) + tuple((f.name, f.ino) for f in stack[1:]) + ((name, ino),), ckey, cstate))
+                    emitted.append((ri, tuple(chain) + tuple((f.name, f.ino) for f in stack.frames[1:])
+                                    + ((name, ino),), ckey, cstate))
                     continue
-                parent_fd = self._ensure_open(ri, stack, base)
+                parent_fd = stack.ensure_open()
                 if parent_fd is None:
                     continue
                 fd = self._open_child(ri, parent_fd, name, ino, where)
@@ -391,60 +380,10 @@ class _Walker:
                 if not pending:
                     os.close(fd)
                     continue
-                stack.append(_Frame(name, ino, fd, pending))
-                self._trim(stack)
+                stack.push(Frame(name, ino, fd, pending))
         finally:
-            for frame in stack:
-                if frame.fd is not None:
-                    os.close(frame.fd)
+            stack.close()
         return emitted
-
-    def _ensure_open(self, ri: int, stack: list, base: list) -> Optional[int]:
-        """Return the top frame's fd, reopening closed ancestors from the nearest open one.
-
-        While reopening, an ancestor's fd is closed again as soon as its child
-        is open unless it lies in the window ``_trim`` keeps, so a long chain
-        never holds more than ``FD_BUDGET`` directories open.
-        """
-        top = len(stack) - 1
-        if stack[top].fd is not None:
-            return stack[top].fd
-        first = top
-        while stack[first - 1].fd is None:
-            first -= 1
-        keep_from = max(1, len(stack) - FD_BUDGET + 1)
-        for level in range(first, top + 1):
-            def where(level=level):
-                return base + [f.name for f in stack[1:level + 1]]
-
-            parent = stack[level - 1]
-            fd = self._open_child(ri, parent.fd, stack[level].name, stack[level].ino, where)
-            if level - 1 > 0 and level - 1 < keep_from:
-                os.close(parent.fd)
-                parent.fd = None
-            if fd is None:
-                for frame in stack[level:]:
-                    frame.pending = []
-                return None
-            stack[level].fd = fd
-        return stack[top].fd
-
-    @staticmethod
-    def _trim(stack: list) -> None:
-        """Keep at most ``FD_BUDGET`` directories open: close the oldest ancestors but the first.
-
-        Ancestors close from the bottom up and reopen top-down, so the open
-        frames are always the first one plus a run ending at the top; only
-        the start of that run needs checking.
-        """
-        depth = len(stack)
-        if depth <= FD_BUDGET:
-            return
-        level = depth - FD_BUDGET
-        while level > 0 and stack[level].fd is not None:
-            os.close(stack[level].fd)
-            stack[level].fd = None
-            level -= 1
 
 
 def default_workers() -> int:

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.rayops.disk.plugins.module_utils import _scan
+from ansible_collections.rayops.disk.plugins.module_utils import _fdwalk, _scan
 from ansible_collections.rayops.disk.plugins.module_utils._scan import Root, scan
 from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, write
 
@@ -209,7 +209,7 @@ def test_ten_thousand_levels_deep(tmp_path, monkeypatch):
     limits = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         expected = du_bytes(str(root))
-        monkeypatch.setattr(_scan, "FD_BUDGET", 8)
+        monkeypatch.setattr(_fdwalk, "FD_BUDGET", 8)
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, limits[1]))  # open fds must stay near the budget
         for workers in (1, 2):
             tally, result = measure(root, workers)

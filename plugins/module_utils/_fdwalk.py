@@ -1,0 +1,132 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The directory stack shared by the scanner and the remover.
+
+A walk holds the directories from where it started down to the current one.
+Each is opened relative to its parent's file descriptor (never by path, so
+symlinks swapped in mid-walk and paths longer than PATH_MAX do not matter),
+and at most ``FD_BUDGET`` are open at once: deeper ancestors are closed and,
+when needed again, reopened fd by fd from the nearest open one, each step
+checked by the caller's ``open_child`` as on the way down.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+FD_BUDGET = 64
+"""Directories a walk keeps open at once; deeper ancestors are reopened on demand."""
+
+
+class Frame:
+    """A directory on the stack: its name and inode, its fd (None when closed) and what is left to visit."""
+
+    __slots__ = ("name", "ino", "fd", "pending", "state")
+
+    def __init__(self, name: str, ino: int, fd: Optional[int], pending: list, state: Any = None) -> None:
+        self.name = name
+        self.ino = ino
+        self.fd = fd
+        self.pending = pending
+        self.state = state
+
+
+# open_child(parent_fd, name, inode, where) -> fd or None; where() names the path for a message.
+OpenChild = Callable[[int, str, int, Callable[[], list]], Optional[int]]
+
+
+class DirStack:
+    """Frames from a start directory (always open) down to the current one."""
+
+    def __init__(self, start: Frame, open_child: OpenChild, base: list) -> None:
+        self.frames = [start]
+        self.open_child = open_child
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def top(self) -> Frame:
+        """The current directory."""
+        return self.frames[-1]
+
+    def names(self, level: Optional[int] = None, extra: Optional[str] = None) -> list:
+        """Names from the walk's root down to ``level`` (default the top), plus ``extra``."""
+        stop = len(self.frames) if level is None else level + 1
+        names = self.base + [frame.name for frame in self.frames[1:stop]]
+        return names + [extra] if extra is not None else names
+
+    def push(self, frame: Frame) -> None:
+        """Enter a directory (its fd open), closing the oldest ancestors beyond the budget."""
+        self.frames.append(frame)
+        self._trim()
+
+    def pop(self) -> Frame:
+        """Leave the current directory, closing its fd."""
+        frame = self.frames.pop()
+        if frame.fd is not None:
+            os.close(frame.fd)
+            frame.fd = None
+        return frame
+
+    def close(self) -> None:
+        """Close every fd the stack still holds."""
+        for frame in self.frames:
+            if frame.fd is not None:
+                os.close(frame.fd)
+                frame.fd = None
+
+    def ensure_open(self, level: Optional[int] = None) -> Optional[int]:
+        """The fd of the frame at ``level`` (default the top), reopening closed ancestors on the way.
+
+        While reopening, an ancestor is closed again as soon as its child is
+        open unless it lies in the window the budget keeps, so a long chain
+        never holds more than ``FD_BUDGET`` directories.  When a directory on
+        the way cannot be reopened (gone, replaced), the frames from it down
+        are emptied and None is returned.
+        """
+        level = len(self.frames) - 1 if level is None else level
+        if self.frames[level].fd is not None:
+            return self.frames[level].fd
+        first = level
+        while self.frames[first - 1].fd is None:
+            first -= 1
+        keep_from = max(1, len(self.frames) - FD_BUDGET + 1)
+        for current in range(first, level + 1):
+            parent, frame = self.frames[current - 1], self.frames[current]
+
+            def where(current=current):
+                return self.names(current)
+
+            fd = self.open_child(parent.fd, frame.name, frame.ino, where)
+            if 0 < current - 1 < keep_from:
+                os.close(parent.fd)
+                parent.fd = None
+            if fd is None:
+                for lost in self.frames[current:]:
+                    lost.pending = []
+                return None
+            frame.fd = fd
+        return self.frames[level].fd
+
+    def _trim(self) -> None:
+        """Close the oldest open ancestors (never the start) beyond ``FD_BUDGET``.
+
+        Ancestors close from the bottom up and reopen top-down, so the open
+        frames are always the start plus a run ending at the top; only the
+        start of that run needs checking.
+        """
+        depth = len(self.frames)
+        if depth <= FD_BUDGET:
+            return
+        level = depth - FD_BUDGET
+        while level > 0 and self.frames[level].fd is not None:
+            os.close(self.frames[level].fd)
+            self.frames[level].fd = None
+            level -= 1
