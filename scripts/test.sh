@@ -40,6 +40,10 @@ in_test_copy() {
     copy="$(bash scripts/sync-test-copy.sh)" && (cd "$copy" && "$@")
 }
 
+# pytest's scratch space may hold a 10,000-deep tree from an aborted run, which
+# pytest's own cleanup (a recursive rmtree) cannot remove.
+rm -rf "/tmp/pytest-of-$(id -un)"
+
 stage yamllint yamllint --strict .
 stage ansible-lint ansible-lint
 stage ansible-doc bash -c 'ansible-doc rayops.disk.ray_tmp_usage >/dev/null'

@@ -94,6 +94,11 @@ class DirStack:
         level = len(self.frames) - 1 if level is None else level
         if self.frames[level].fd is not None:
             return self.frames[level].fd
+        if level + 1 < len(self.frames) and self.frames[level + 1].fd is not None:
+            fd = self._parent_of(self.frames[level + 1].fd, self.frames[level].ino)
+            if fd is not None:
+                self.frames[level].fd = fd
+                return fd
         first = level
         while self.frames[first - 1].fd is None:
             first -= 1
@@ -114,6 +119,19 @@ class DirStack:
                 return None
             frame.fd = fd
         return self.frames[level].fd
+
+    @staticmethod
+    def _parent_of(child_fd: int, ino: int) -> Optional[int]:
+        """Open ``..`` of an open directory if it is still the inode listed (as good as having kept it open)."""
+        try:
+            fd = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=child_fd)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if st.st_ino != ino or st.st_dev != os.fstat(child_fd).st_dev:
+            os.close(fd)
+            return None
+        return fd
 
     def _trim(self) -> None:
         """Close the oldest open ancestors (never the start) beyond ``FD_BUDGET``.

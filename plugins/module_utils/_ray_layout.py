@@ -205,6 +205,15 @@ def unix_socket_paths(target: Target) -> list:
     return paths
 
 
+def held_links(pid: int) -> list:
+    """The ``/proc`` links to a process's working directory and open files (none if it is gone)."""
+    base = "/proc/%d" % pid
+    try:
+        return [base + "/cwd"] + [base + "/fd/" + fd for fd in os.listdir(base + "/fd")]
+    except OSError:
+        return []
+
+
 def open_paths(pids: Iterable[int]) -> list:
     """Absolute paths of files, directories and working dirs held open by processes.
 
@@ -213,12 +222,7 @@ def open_paths(pids: Iterable[int]) -> list:
     """
     paths = []
     for pid in pids:
-        base = "/proc/%d" % pid
-        try:
-            links = [base + "/cwd"] + [base + "/fd/" + fd for fd in os.listdir(base + "/fd")]
-        except OSError:
-            continue
-        for link in links:
+        for link in held_links(pid):
             try:
                 path = os.readlink(link)
             except OSError:

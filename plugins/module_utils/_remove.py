@@ -1,0 +1,404 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Safe removal under a directory: what may go goes, the rest stays with its reason.
+
+The rules follow systemd-tmpfiles, tmpwatch and tmpreaper, and go past them:
+
+- Everything is reached relative to its parent directory's file descriptor
+  (``O_NOFOLLOW``, no ``chdir``, no path lookups), and each directory opened is
+  checked to be the inode that was listed, so a directory swapped for a
+  symlink mid-walk leads nowhere outside.  A symlink is removed as a link;
+  its target is never touched.
+- Nothing on another filesystem or below a mount point (bind mounts of the same
+  disk included) is entered or removed.
+- An entry is old enough only when every one of ``age_by`` (mtime, atime,
+  ctime) is older than the cutoff; a directory's ctime does not count, as its
+  removal of children changes it.  Directories are aged by what they were
+  before the walk.
+- Kept whatever the age: what matches an ``exclude`` glob, what a live
+  process holds open, maps or has as working directory, what is locked
+  (``flock``/POSIX, from ``/proc/locks``, and a ``flock`` attempt on each
+  directory), unix sockets some process has bound, and device nodes.  A kept
+  directory keeps everything below it.
+- A file is checked again right before it is unlinked; one that changed is
+  kept.  Errors on single entries are reported and the run goes on.
+- A dry run makes the very same decisions and changes nothing.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import fnmatch
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import held_links
+from ansible_collections.rayops.disk.plugins.module_utils._scan import (
+    describe_os_error,
+    display_path,
+    mount_id,
+    mounts_below,
+    open_dir,
+)
+
+MAX_LISTED = 100
+"""Removed paths, kept entries and errors listed per outcome; the rest are counted."""
+
+AGE_FIELDS = ("mtime", "atime", "ctime")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What may go: old enough by every ``age_by`` time, and matching no ``exclude`` glob.
+
+    ``exclude`` globs match an entry's name or its path below the removal root.
+    """
+
+    cutoff: float
+    age_by: tuple = AGE_FIELDS
+    exclude: tuple = ()
+
+    def fresh(self, st: os.stat_result, is_dir: bool) -> bool:
+        """Whether any ``age_by`` time is at or after the cutoff (a directory's ctime aside)."""
+        for name in self.age_by:
+            if name == "ctime" and is_dir:
+                continue
+            if getattr(st, "st_" + name) >= self.cutoff:
+                return True
+        return False
+
+    def excluded(self, names: list) -> bool:
+        """Whether an exclude glob matches the entry's name or its relative path."""
+        relative = "/".join(names)
+        return any(fnmatch.fnmatchcase(names[-1], glob) or fnmatch.fnmatchcase(relative, glob)
+                   for glob in self.exclude)
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Inodes that live processes use, as ``(st_dev, st_ino)`` pairs."""
+
+    open_inodes: frozenset = frozenset()
+    locked_inodes: frozenset = frozenset()
+    live_sockets: frozenset = frozenset()
+
+    def reason(self, st: os.stat_result) -> Optional[str]:
+        """Why an entry must stay whatever its age, or None."""
+        ident = (st.st_dev, st.st_ino)
+        if ident in self.locked_inodes:
+            return "locked"
+        if ident in self.open_inodes:
+            return "open"
+        if stat.S_ISSOCK(st.st_mode) and ident in self.live_sockets:
+            return "live_socket"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            return "device"
+        return None
+
+
+_LOCK_ID = re.compile(r"^([0-9a-f]+):([0-9a-f]+):(\d+)$")
+
+
+def locked_inodes(locks_file: str = "/proc/locks") -> frozenset:
+    """Inodes with a flock, POSIX or OFD lock held or waited for."""
+    found = set()
+    try:
+        with open(locks_file) as handle:
+            for line in handle:
+                for token in line.split():
+                    match = _LOCK_ID.match(token)
+                    if match:
+                        major, minor, ino = match.groups()
+                        found.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+                        break
+    except OSError:
+        pass
+    return frozenset(found)
+
+
+def used_inodes(pids: Iterable[int]) -> frozenset:
+    """Inodes that processes hold open, map into memory or have as working directory."""
+    found = set()
+    for pid in pids:
+        for link in held_links(pid):
+            try:
+                st = os.stat(link)
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+        try:
+            with open("/proc/%d/maps" % pid) as maps:
+                for line in maps:
+                    fields = line.split(None, 5)
+                    if len(fields) >= 5 and fields[4] != "0":
+                        major, minor = fields[3].split(":")
+                        found.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+        except (OSError, ValueError):
+            continue
+    return frozenset(found)
+
+
+def socket_inodes(paths_on_host: Iterable[str]) -> frozenset:
+    """Inodes of bound unix sockets, from their paths (as in ``/proc/net/unix``)."""
+    found = set()
+    for path in paths_on_host:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
+@dataclass
+class Outcome:
+    """What a removal did (or, in a dry run, would do)."""
+
+    freed_bytes: int = 0
+    removed: int = 0
+    removed_paths: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
+    kept_count: int = 0
+    kept_by_reason: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
+    error_count: int = 0
+
+    def gone(self, path: str, freed: int) -> None:
+        """Count a removed entry."""
+        self.removed += 1
+        self.freed_bytes += freed
+        if len(self.removed_paths) < MAX_LISTED:
+            self.removed_paths.append(display_path(path))
+
+    def keep(self, path: str, reason: str) -> None:
+        """Count a kept entry and why."""
+        self.kept_count += 1
+        self.kept_by_reason[reason] = self.kept_by_reason.get(reason, 0) + 1
+        if len(self.kept) < MAX_LISTED:
+            self.kept.append({"path": display_path(path), "reason": reason})
+
+    def error(self, path: str, message: str) -> None:
+        """Count an entry that could not be handled."""
+        self.error_count += 1
+        if len(self.errors) < MAX_LISTED:
+            self.errors.append({"path": display_path(path), "error": message})
+
+
+class _DirState:
+    """A directory being emptied: its stat before the walk, and whether all it held went."""
+
+    __slots__ = ("st", "all_gone")
+
+    def __init__(self, st: os.stat_result) -> None:
+        self.st = st
+        self.all_gone = True
+
+
+class Remover:
+    """Removes entries directly inside ``root``, and what may go below them.
+
+    ``mountinfo`` and ``inner_root`` name the mount table of the tree and
+    ``root`` as that table sees it (a container's, through /proc/<pid>/root).
+    """
+
+    def __init__(self, root: str, policy: Policy, guards: Guards, dry_run: bool,
+                 mountinfo: str = "/proc/self/mountinfo", inner_root: Optional[str] = None) -> None:
+        self.root = root
+        self.policy = policy
+        self.guards = guards
+        self.dry_run = dry_run
+        self.outcome = Outcome()
+        self.dev = 0
+        self.mnt: Optional[int] = None
+        self.check_mounts = mounts_below(mountinfo, inner_root or root)
+
+    def _path(self, names: list) -> str:
+        return "/".join([self.root.rstrip("/")] + names)
+
+    def remove(self, name: str) -> bool:
+        """Remove the entry ``name`` of the root as far as the rules allow; True when it is gone."""
+        try:
+            root_fd = open_dir(self.root)
+        except OSError as exc:
+            self.outcome.error(self.root, describe_os_error(exc))
+            return False
+        try:
+            root_st = os.fstat(root_fd)
+            self.dev = root_st.st_dev
+            self.mnt = mount_id(root_fd) if self.check_mounts else None
+            try:
+                st = os.lstat(name, dir_fd=root_fd)
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                self.outcome.error(self._path([name]), describe_os_error(exc))
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                return self._tree(root_fd, name, st)
+            return self._leaf(root_fd, [name], st)
+        finally:
+            os.close(root_fd)
+
+    def _leaf(self, parent_fd: int, names: list, st: os.stat_result) -> bool:
+        """Unlink a non-directory if the rules allow; True when it is gone."""
+        reason = ("excluded" if self.policy.excluded(names) else self.guards.reason(st)
+                  or ("fresh" if self.policy.fresh(st, is_dir=False) else None))
+        if reason:
+            self.outcome.keep(self._path(names), reason)
+            return False
+        freed = st.st_blocks * 512 if st.st_nlink == 1 else 0
+        if self.dry_run:
+            self.outcome.gone(self._path(names), freed)
+            return True
+        try:
+            now = os.lstat(names[-1], dir_fd=parent_fd)
+            if (now.st_ino, now.st_mtime_ns, now.st_ctime_ns) != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
+                self.outcome.keep(self._path(names), "changed")
+                return False
+            os.unlink(names[-1], dir_fd=parent_fd)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            self.outcome.error(self._path(names), describe_os_error(exc))
+            return False
+        self.outcome.gone(self._path(names), freed)
+        return True
+
+    def _dir_reason(self, names: list, st: os.stat_result) -> Optional[str]:
+        """Why a directory and everything below it must stay, before entering it."""
+        if st.st_dev != self.dev:
+            return "other_filesystem"
+        if self.policy.excluded(names):
+            return "excluded"
+        return self.guards.reason(st)
+
+    def _open_child(self, parent_fd: int, name: str, ino: int, where: Callable[[], list]) -> Optional[int]:
+        """Open a listed directory: the same inode, on the same mount, and not flock-ed by anyone."""
+        try:
+            fd = open_dir(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                self.outcome.keep(self._path(where()), "changed")
+            else:
+                self.outcome.error(self._path(where()), describe_os_error(exc))
+            return None
+        st = os.fstat(fd)
+        reason = None
+        if st.st_ino != ino or st.st_dev != self.dev:
+            reason = "changed"
+        elif self.mnt is not None and mount_id(fd) != self.mnt:
+            reason = "mount_point"
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while we work inside, as systemd-tmpfiles
+            except BlockingIOError:
+                reason = "locked"
+        if reason:
+            os.close(fd)
+            self.outcome.keep(self._path(where()), reason)
+            return None
+        return fd
+
+    def _children(self, fd: int, names: list, state: _DirState) -> list:
+        """The entries of an open directory with their lstat, listed once before anything goes."""
+        children = []
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    try:
+                        children.append((entry.name, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        self.outcome.error(self._path(names + [entry.name]), describe_os_error(exc))
+                        state.all_gone = False
+        except OSError as exc:
+            self.outcome.error(self._path(names), describe_os_error(exc))
+            state.all_gone = False
+        return children
+
+    def _tree(self, root_fd: int, name: str, st: os.stat_result) -> bool:
+        """Empty and remove a directory, depth first, with a bounded number of fds open."""
+        reason = self._dir_reason([name], st)
+        if reason:
+            self.outcome.keep(self._path([name]), reason)
+            return False
+        fd = self._open_child(root_fd, name, st.st_ino, lambda: [name])
+        if fd is None:
+            return False
+        state = _DirState(st)
+        stack = DirStack(Frame(name, st.st_ino, fd, [], state), self._open_child, [name])
+        stack.top.pending = self._children(fd, [name], state)
+        gone = False
+        try:
+            while stack:
+                top = stack.top
+                if top.pending:
+                    self._visit(stack, *top.pending.pop())
+                    continue
+                parent_fd = root_fd if len(stack) == 1 else stack.ensure_open(len(stack) - 2)
+                names = stack.names()
+                stack.pop()
+                gone = top.state.all_gone and parent_fd is not None and self._rmdir(parent_fd, names, top.state.st)
+                if not gone and stack:
+                    stack.top.state.all_gone = False
+        finally:
+            stack.close()
+        return gone
+
+    def _visit(self, stack: DirStack, name: str, st: os.stat_result) -> None:
+        """Handle one entry of the top directory: unlink it, or enter it."""
+        top = stack.top
+        names = stack.names(extra=name)
+        if stat.S_ISDIR(st.st_mode):
+            reason = self._dir_reason(names, st)
+            if reason:
+                self.outcome.keep(self._path(names), reason)
+                top.state.all_gone = False
+                return
+        parent_fd = stack.ensure_open()
+        if parent_fd is None:
+            top.state.all_gone = False
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            if not self._leaf(parent_fd, names, st):
+                top.state.all_gone = False
+            return
+        fd = self._open_child(parent_fd, name, st.st_ino, lambda: names)
+        if fd is None:
+            top.state.all_gone = False
+            return
+        state = _DirState(st)
+        stack.push(Frame(name, st.st_ino, fd, self._children(fd, names, state), state))
+
+    def _rmdir(self, parent_fd: int, names: list, st: os.stat_result) -> bool:
+        """Remove an emptied directory if it is old enough (by its stat before the walk)."""
+        if self.policy.fresh(st, is_dir=True):
+            self.outcome.keep(self._path(names), "fresh")
+            return False
+        if self.dry_run:
+            self.outcome.gone(self._path(names), st.st_blocks * 512)
+            return True
+        try:
+            os.rmdir(names[-1], dir_fd=parent_fd)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                self.outcome.keep(self._path(names), "not_empty")
+            else:
+                self.outcome.error(self._path(names), describe_os_error(exc))
+            return False
+        self.outcome.gone(self._path(names), st.st_blocks * 512)
+        return True
