@@ -8,9 +8,11 @@ A target is busy when one of its Ray worker processes runs user code (its
 title is ``ray::<task or actor>``, not the ``ray::IDLE*`` family and not one
 of Ray's own agents) or when its CPU use over the sample window is at or above
 the threshold.  CPU is in percent of one core, as ``docker stats`` shows it.
-On a host it is the CPU of Ray's processes (system processes and every
-``ray::`` process); in a container, the container's whole cgroup, read through
-the Docker SDK.  Every target is sampled over the same window, side by side.
+On a host it is the CPU of Ray's worker processes (``ray::IDLE*`` and workers
+running tasks; not raylet, gcs_server or the agents, whose housekeeping is no
+job a cleanup could disturb); in a container, the container's whole cgroup,
+read through the Docker SDK.  Every target is sampled over the same window,
+side by side.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -73,8 +75,13 @@ class Sample:
         return {"cpu_percent": round(percent, 1), "ray_tasks": sorted(t for t in titles if runs_user_code(t))}
 
 
+def is_worker(title: str) -> bool:
+    """Whether a process title is a Ray worker (idle or running user code), not a system process or agent."""
+    return title.startswith("ray::") and title not in RAY_OWN_TITLES
+
+
 class HostSample(Sample):
-    """A host: the CPU of the Ray processes present at the start (one that exits keeps its last reading)."""
+    """A host: the CPU of the Ray workers present at the start (one that exits keeps its last reading)."""
 
     def __init__(self, psutil, mnt_ns: Optional[str]) -> None:
         super().__init__(psutil, mnt_ns)
@@ -83,7 +90,8 @@ class HostSample(Sample):
 
     def _reading(self) -> tuple:
         if self.processes is None:
-            self.processes = [proc for proc, _kind, _title, _cmd in iter_ray_processes(self.psutil, self.mnt_ns)]
+            self.processes = [proc for proc, _kind, title, _cmd in iter_ray_processes(self.psutil, self.mnt_ns)
+                              if is_worker(title)]
         self.last.update(_cpu_seconds(self.processes))
         return time.monotonic(), sum(self.last.values())
 

@@ -57,6 +57,12 @@ def container_target(container: Any) -> Target:
     prefix = "/proc/%d/root" % pid
     mnt_ns = mount_namespace(pid)
     if mnt_ns is None or not os.path.isdir(prefix):
+        try:
+            container.reload()
+        except Exception as exc:  # the SDK's NotFound, without importing docker here
+            raise LookupError("container was removed during the run (%s)" % exc) from exc
+        if container.status != "running":
+            raise LookupError("container is %s, it stopped during the run" % container.status)
         raise LookupError("process %d of the container is not visible here; run the module on the Docker host "
                           "itself, as root" % pid)
     return Target(name=container.name, prefix=prefix, mnt_ns=mnt_ns, init_pid=pid)

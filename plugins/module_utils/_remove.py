@@ -220,6 +220,14 @@ class Remover:
         self.dev = 0
         self.mnt: Optional[int] = None
         self.check_mounts = mounts_below(mountinfo, inner_root or root)
+        self.on_remove: Optional[Callable[[str, int], None]] = None
+        """Called with the path and bytes freed of every entry removed (not in a dry run)."""
+
+    def _gone(self, names: list, freed: int) -> None:
+        path = self._path(names)
+        self.outcome.gone(path, freed)
+        if self.on_remove is not None and not self.dry_run:
+            self.on_remove(display_path(path), freed)
 
     def _path(self, names: list) -> str:
         return "/".join([self.root.rstrip("/")] + names)
@@ -257,7 +265,7 @@ class Remover:
             return False
         freed = st.st_blocks * 512 if st.st_nlink == 1 else 0
         if self.dry_run:
-            self.outcome.gone(self._path(names), freed)
+            self._gone(names, freed)
             return True
         try:
             now = os.lstat(names[-1], dir_fd=parent_fd)
@@ -270,7 +278,7 @@ class Remover:
         except OSError as exc:
             self.outcome.error(self._path(names), describe_os_error(exc))
             return False
-        self.outcome.gone(self._path(names), freed)
+        self._gone(names, freed)
         return True
 
     def _dir_reason(self, names: list, st: os.stat_result) -> Optional[str]:
@@ -388,7 +396,7 @@ class Remover:
             self.outcome.keep(self._path(names), "fresh")
             return False
         if self.dry_run:
-            self.outcome.gone(self._path(names), st.st_blocks * 512)
+            self._gone(names, st.st_blocks * 512)
             return True
         try:
             os.rmdir(names[-1], dir_fd=parent_fd)
@@ -400,5 +408,5 @@ class Remover:
             else:
                 self.outcome.error(self._path(names), describe_os_error(exc))
             return False
-        self.outcome.gone(self._path(names), st.st_blocks * 512)
+        self._gone(names, st.st_blocks * 512)
         return True

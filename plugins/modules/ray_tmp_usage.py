@@ -122,7 +122,8 @@ options:
   cpu_idle_percent:
     description:
       - CPU use, in percent of one core as C(docker stats) shows it, at or above which a target counts as busy.
-      - On the host it is the CPU of Ray's processes; in a container, the whole container's.
+      - On the host it is the CPU of Ray's worker processes (C(ray::IDLE*) and task workers, not raylet, gcs_server
+        or the agents); in a container, the whole container's.
     type: float
     default: 5
   sample_seconds:
@@ -396,27 +397,16 @@ not_measured_count:
   type: int
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, UsageOptions, collect_usage
 
-try:
-    import psutil
-except ImportError:
-    psutil = None
-    PSUTIL_IMPORT_ERROR = traceback.format_exc()
-else:
-    PSUTIL_IMPORT_ERROR = None
-
-try:
-    import docker
-except ImportError:
-    docker = None
-    DOCKER_IMPORT_ERROR = traceback.format_exc()
-else:
-    DOCKER_IMPORT_ERROR = None
+from ansible_collections.rayops.disk.plugins.module_utils._optional import (
+    DOCKER_IMPORT_ERROR,
+    PSUTIL_IMPORT_ERROR,
+    docker,
+    psutil,
+)
 
 
 def main():

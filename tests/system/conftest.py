@@ -13,9 +13,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 
+import psutil
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,7 +50,8 @@ def ansible_module(name, args, check=False):
     proc = run_ansible("ansible", *argv, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
                        ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     head, _sep, body = proc.stdout.partition(" => ")
-    assert head.strip() in ("localhost | SUCCESS", "localhost | FAILED!"), proc.stderr + proc.stdout
+    assert head.strip() in ("localhost | SUCCESS", "localhost | CHANGED", "localhost | FAILED!"), \
+        proc.stderr + proc.stdout
     return json.loads(body)
 
 
@@ -97,3 +104,129 @@ def docker_client():
     client.ping()
     yield client
     client.close()
+
+
+SPILL_DRIVER = r"""
+import glob, os, sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+refs = [ray.put(bytes([i]) * (20 * 1024 * 1024)) for i in range(8)]  # 160 MB into a 75 MB store
+deadline = time.time() + 60
+while time.time() < deadline:
+    spilled = glob.glob(os.path.join(sys.argv[2], "session_*", "ray_spilled_objects_*", "*"))
+    if sum(os.path.getsize(p) for p in spilled) >= 60 * 1024 * 1024:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("no objects were spilled")
+print("SPILLED", flush=True)
+time.sleep(600)  # hold the refs: Ray deletes spilled files of freed objects
+"""
+
+
+BURN_DRIVER = r"""
+import sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+
+@ray.remote
+def burn():
+    while True:
+        pass
+
+ref = burn.remote()
+print("STARTED", flush=True)
+time.sleep(600)
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RayHead:
+    """A Ray head node under a short temp dir, driven through the real ``ray`` CLI."""
+
+    def __init__(self, temp_dir, home):
+        self.temp_dir = temp_dir
+        self.port = free_port()
+        # Keep Ray off the network:
+        # - without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray on Linux swaps 127.0.0.1 for the node's
+        #   interface address;
+        # - the dashboard's UsageStatsHead (started even with --include-dashboard=false) probes the cloud
+        #   metadata address 169.254.169.254, usage stats or not, unless ~/ray_bootstrap_config.yaml
+        #   exists: HOME points at a dir holding one that says the provider is local.
+        with open(os.path.join(home, "ray_bootstrap_config.yaml"), "w") as handle:
+            handle.write("provider:\n  type: local\n")
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                        HOME=home, PATH=BIN + os.pathsep + os.environ["PATH"])
+
+    def ray(self, *args):
+        proc = subprocess.run([os.path.join(BIN, "ray")] + list(args), env=self.env, capture_output=True,
+                              text=True, timeout=180, check=False)
+        assert proc.returncode == 0, "ray %s failed:\n%s%s" % (" ".join(args), proc.stdout, proc.stderr)
+        return proc
+
+    def start(self):
+        self.ray("start", "--head", "--temp-dir=%s" % self.temp_dir, "--port=%d" % self.port,
+                 "--ray-client-server-port=%d" % free_port(), "--dashboard-port=%d" % free_port(),
+                 "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=1",
+                 "--object-store-memory=78643200", "--disable-usage-stats")
+
+    def processes(self):
+        """This head's processes and their children (another Ray may run on the machine)."""
+        pattern = "(--temp_dir=|--temp-dir=|--session-dir=|--session_dir=|--log_dir=|--logs-dir=)%s|:%d( |$)" % (
+            self.temp_dir, self.port)
+        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout
+        procs = {}
+        for pid in out.split():
+            try:
+                proc = psutil.Process(int(pid))
+                for each in [proc] + proc.children(recursive=True):
+                    procs[each.pid] = each
+            except psutil.NoSuchProcess:
+                pass
+        return list(procs.values())
+
+    def addresses(self):
+        """Every IP address on this head's command lines."""
+        found = set()
+        for proc in self.processes():
+            try:
+                found.update(re.findall(r"\b(\d+\.\d+\.\d+\.\d+)\b", " ".join(proc.cmdline())))
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def stop(self):
+        """Kill this head's processes as ``ray stop --force`` would (which would stop every Ray here)."""
+        procs = self.processes()
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+
+
+def wait_for_title(title, timeout=60):
+    """Wait until a process carries ``title`` (a Ray worker running a task)."""
+    deadline = time.time() + timeout
+    while not any(p.info["cmdline"] and p.info["cmdline"][0] == title for p in psutil.process_iter(["cmdline"])):
+        assert time.time() < deadline, "no process titled %s" % title
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def ray_head():
+    temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: unix socket paths stay under 108 bytes
+    home = tempfile.mkdtemp(prefix="rayops-home-")
+    head = RayHead(temp_dir, home)
+    try:
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)

@@ -56,6 +56,13 @@ def test_an_idle_worker_burning_cpu_makes_the_node_busy(node):
     assert result["reasons"] == ["CPU %.1f%% >= 5%%" % result["cpu_percent"]]
 
 
+def test_busy_agents_and_daemons_do_not_make_the_node_busy(node):
+    node.spawn("python-agent", title="ray::DashboardAgent", burn=True)
+    node.spawn("raylet", "--session_dir=/tmp/ray/session_x", burn=True)
+    result = sample_all({"node": HostSample(psutil, node.target.mnt_ns)}, 1.0, 5)["node"]
+    assert result["busy"] is False and result["cpu_percent"] < 5
+
+
 def test_idle_workers_and_agents_leave_the_node_idle(node):
     for title in ("ray::IDLE", "ray::IDLE_SpillWorker", "ray::DashboardAgent"):
         node.spawn("python-worker", title=title)

@@ -1,0 +1,359 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Activity-aware cleanup of Ray nodes and worker containers: the core of ``ray_worker_cleanup``.
+
+For each target (the host, and each running Ray worker container reached
+through ``/proc/<pid>/root``): measure it as ``ray_tmp_usage`` does, skip it
+when its temp dir holds less than ``min_tmp_size`` or when it is busy (unless
+``force``), else remove, under the rules of ``_remove``, the tmp dir's entries
+matching ``patterns``, the stale Ray sessions, and old files in ``logs/old``.
+A live session is never a candidate.  One run at a time per host, by a lock.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import errno
+import fcntl
+import fnmatch
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
+from ansible_collections.rayops.disk.plugins.module_utils._remove import (
+    AGE_FIELDS,
+    MAX_LISTED,
+    Guards,
+    Policy,
+    Remover,
+    locked_inodes,
+    socket_inodes,
+    used_inodes,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._usage import (
+    DEFAULT_PATTERNS,
+    TargetReport,
+    UsageError,
+    UsageOptions,
+    check_patterns,
+    check_root_dir,
+    format_bytes,
+    host_target,
+    sample_activity,
+)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(value) -> int:
+    """Bytes from an integer or a human size (``5GB``, ``512M``, ``1.5GiB``; 1 KB = 1024 bytes, as Ansible)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UsageError("min_tmp_size %r is negative; use 0 (always clean) or a size such as 5GB" % value)
+        return value
+    match = _SIZE.match(str(value))
+    if not match or match.group(3).lower() == "i":
+        raise UsageError("min_tmp_size %r is not a size; write bytes or a size such as 5GB, 500MB, 0" % (value,))
+    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
+
+
+@dataclass
+class CleanupOptions:
+    """Inputs of a cleanup run, validated by ``validate()``."""
+
+    tmp_dir: str = "/tmp"
+    ray_temp_dir: Optional[str] = None
+    patterns: tuple = DEFAULT_PATTERNS
+    exclude: tuple = ()
+    max_age_hours: float = 24.0
+    age_by: tuple = AGE_FIELDS
+    min_tmp_size: object = "5GB"
+    cpu_idle_percent: float = 5.0
+    sample_seconds: float = 1.0
+    clean_stale_sessions: bool = True
+    clean_old_logs: bool = True
+    host: bool = True
+    containers: bool = False
+    container_name_filter: str = "ray-worker"
+    docker_host: Optional[str] = None
+    docker_prune: bool = False
+    force: bool = False
+    lock_file: str = "/run/lock/rayops-ray-cleanup.lock"
+    lock_timeout: float = 30.0
+    audit_log: Optional[str] = None
+    min_tmp_bytes: int = field(default=0, init=False)
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` naming the first bad value and how to fix it; nothing is touched before."""
+        check_root_dir("tmp_dir", self.tmp_dir)
+        check_patterns(self.patterns)
+        for glob in self.exclude:
+            if not isinstance(glob, str) or not glob.strip():
+                raise UsageError("exclude %r has an empty glob; give globs such as keep-* or */checkpoints/*"
+                                 % (list(self.exclude),))
+        if self.max_age_hours < 0:
+            raise UsageError("max_age_hours %r is negative; use 0 (any age) or more hours" % self.max_age_hours)
+        if not self.age_by or set(self.age_by) - set(AGE_FIELDS):
+            raise UsageError("age_by %r must be one or more of mtime, atime, ctime" % (list(self.age_by),))
+        self.min_tmp_bytes = parse_size(self.min_tmp_size)
+        if self.lock_timeout < 0:
+            raise UsageError("lock_timeout %r is negative; use 0 (do not wait) or more seconds" % self.lock_timeout)
+        for option in ("lock_file", "audit_log"):
+            value = getattr(self, option)
+            if value is not None and not os.path.isabs(value):
+                raise UsageError("%s %r is not an absolute path; give the full path" % (option, value))
+        self.usage_options().validate()
+
+    def usage_options(self) -> UsageOptions:
+        """The options measuring and sampling a target take from these."""
+        return UsageOptions(tmp_dir=self.tmp_dir, ray_temp_dir=self.ray_temp_dir, patterns=tuple(self.patterns),
+                            stale_after_hours=self.max_age_hours, containers=self.containers,
+                            container_name_filter=self.container_name_filter, docker_host=self.docker_host,
+                            activity=True, cpu_idle_percent=self.cpu_idle_percent,
+                            sample_seconds=self.sample_seconds, uv_cache_dir=None)
+
+
+class CleanupLock:
+    """One cleanup per host: an exclusive ``flock`` on ``path``, waited for up to ``timeout`` seconds."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another run still holds it after the timeout."""
+        directory = os.path.dirname(self.path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    return False
+                time.sleep(0.1)
+
+    def release(self) -> None:
+        """Let the next run go."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class AuditLog:
+    """JSON lines, one per removed entry: time, target, path, bytes, reason."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.handle = open(path, "a") if path else None
+
+    def write(self, target: str, path: str, freed: int, reason: str) -> None:
+        """Append one line (flushed, so a killed run leaves what it did)."""
+        if self.handle:
+            line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "target": target, "path": path, "bytes": freed, "reason": reason}
+            self.handle.write(json.dumps(line) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self.handle:
+            self.handle.close()
+
+
+def candidates(report: dict, options: CleanupOptions, tmp_listing: list, ray_roots_inside: set) -> list:
+    """``(root, names, reason)`` groups to remove from, inside the target (never a live session).
+
+    ``names`` None means every entry of the root (``logs/old``).
+    """
+    groups = []
+    names = []
+    for name in tmp_listing:
+        if name in ray_roots_inside:
+            continue
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in options.patterns):
+            names.append(name)
+    if names:
+        groups.append((options.tmp_dir, sorted(names), "matches %s" % ", ".join(options.patterns)))
+    by_root: dict = {}
+    for session in report["sessions"]:
+        root = os.path.dirname(session["path"])
+        if options.clean_stale_sessions and not session["live"]:
+            by_root.setdefault(root, []).append(session["name"])
+        elif options.clean_old_logs:
+            groups.append((session["path"] + "/logs/old", None, "old log of %s" % session["name"]))
+    for root, sessions in sorted(by_root.items()):
+        groups.append((root, sorted(sessions), "stale Ray session"))
+    return groups
+
+
+class Cleanup:
+    """One run over the host and its Ray worker containers."""
+
+    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False) -> None:
+        self.options = options
+        self.psutil = psutil
+        self.docker = docker
+        self.check_mode = check_mode
+        self.now = time.time()
+        self.audit = None
+
+    def run(self) -> dict:
+        """Validate, take the lock, clean every target, prune Docker; the result dict."""
+        self.options.validate()
+        lock = CleanupLock(self.options.lock_file, self.options.lock_timeout)
+        if not lock.acquire():
+            reason = "another cleanup holds %s (waited %gs)" % (self.options.lock_file, self.options.lock_timeout)
+            return {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": reason, "targets": [],
+                    "docker_prune": None, "containers_error": None}
+        self.audit = AuditLog(None if self.check_mode else self.options.audit_log)
+        try:
+            return self._run()
+        finally:
+            self.audit.close()
+            lock.release()
+
+    def _run(self) -> dict:
+        from ansible_collections.rayops.disk.plugins.module_utils._containers import (
+            DockerUnavailable,
+            container_env,
+            container_target,
+            ray_worker_containers,
+        )
+
+        usage = self.options.usage_options()
+        host = host_target()
+        containers, containers_error = [], None
+        if self.options.containers:
+            try:
+                containers = ray_worker_containers(usage, self.docker)
+            except DockerUnavailable as exc:
+                containers_error = str(exc)
+        activity = sample_activity(host, containers, usage, self.psutil)
+        targets = [self._clean("host", "host", host, usage, activity.get(None), None)] if self.options.host else []
+        inner = dataclasses.replace(usage, ray_temp_dir=None)
+        for container in containers:
+            try:
+                target = container_target(container)
+            except LookupError as exc:
+                targets.append(self._entry(container.name, "container", "error", str(exc)))
+                continue
+            targets.append(self._clean(container.name, "container", target, inner, activity.get(container.name),
+                                       container_env(container.attrs)))
+        prune = self._prune() if self.options.docker_prune and not containers_error else None
+        freed = sum(t["freed_bytes"] for t in targets) + ((prune or {}).get("reclaimed_bytes") or 0)
+        changed = any(t["removed"] for t in targets) or bool(prune and prune.get("changed"))
+        return {"changed": changed, "freed_bytes": freed, "status": "done", "reason": None, "targets": targets,
+                "docker_prune": prune, "containers_error": containers_error}
+
+    @staticmethod
+    def _entry(name: str, kind: str, status: str, reason: Optional[str]) -> dict:
+        return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_bytes_before": None,
+                "tmp_bytes_after": None, "freed_bytes": 0, "removed": 0, "removed_paths": [], "kept": [],
+                "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None}
+
+    def _clean(self, name: str, kind: str, target: Target, usage: UsageOptions, activity: Optional[dict],
+               environ: Optional[dict]) -> dict:
+        entry = self._entry(name, kind, "cleaned", None)
+        entry["activity"] = activity
+        try:
+            report = TargetReport(target, usage, self.psutil, environ=environ).measure()
+            listing = os.listdir(target.host_path(self.options.tmp_dir))
+        except (UsageError, OSError) as exc:
+            entry.update(status="error", reason=str(exc))
+            return entry
+        before = report["tmp_bytes"]
+        entry["tmp_bytes_before"] = entry["tmp_bytes_after"] = before
+        if before < self.options.min_tmp_bytes:
+            entry.update(status="skipped_below_threshold", reason="%s in %s, below min_tmp_size %s" % (
+                format_bytes(before), self.options.tmp_dir, format_bytes(self.options.min_tmp_bytes)))
+            return entry
+        if activity is None or activity.get("busy") is None:
+            entry.update(status="error", reason=(activity or {}).get("error", "activity could not be sampled"))
+            return entry
+        if activity["busy"] and not self.options.force:
+            entry.update(status="skipped_active", reason="busy: %s" % "; ".join(activity["reasons"]))
+            return entry
+        inside = {os.path.basename(r) for r in report["ray_temp_dirs"]
+                  if os.path.dirname(os.path.normpath(r)) == os.path.normpath(self.options.tmp_dir)}
+        guards = Guards(used_inodes(self.psutil.pids()), locked_inodes(),
+                        socket_inodes(target.host_path(p) for p in unix_socket_paths(target)))
+        policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
+                        tuple(self.options.exclude))
+        for root, names, reason in candidates(report, self.options, listing, inside):
+            self._remove_group(entry, target, root, names, reason, policy, guards)
+        entry["tmp_bytes_after"] = before - entry["freed_bytes"]
+        if activity["busy"]:
+            entry["reason"] = "forced while busy: %s" % "; ".join(activity["reasons"])
+        return entry
+
+    def _remove_group(self, entry: dict, target: Target, root: str, names: Optional[list], reason: str,
+                      policy: Policy, guards: Guards) -> None:
+        on_host = target.host_path(root)
+        if names is None:
+            try:
+                names = sorted(os.listdir(on_host))
+            except OSError:
+                return
+        remover = Remover(on_host, policy, guards, self.check_mode, mountinfo=target.mountinfo(), inner_root=root)
+        remover.on_remove = lambda path, freed: self.audit.write(entry["name"], self._inside(target, path), freed,
+                                                                 reason)
+        for name in names:
+            remover.remove(name)
+        outcome = remover.outcome
+        entry["freed_bytes"] += outcome.freed_bytes
+        entry["removed"] += outcome.removed
+        entry["removed_paths"].extend(self._inside(target, p) for p in outcome.removed_paths)
+        del entry["removed_paths"][MAX_LISTED:]
+        entry["kept"].extend(dict(k, path=self._inside(target, k["path"])) for k in outcome.kept)
+        del entry["kept"][MAX_LISTED:]
+        entry["kept_count"] += outcome.kept_count
+        for why, count in outcome.kept_by_reason.items():
+            entry["kept_by_reason"][why] = entry["kept_by_reason"].get(why, 0) + count
+        entry["errors"].extend(dict(e, path=self._inside(target, e["path"])) for e in outcome.errors)
+        del entry["errors"][MAX_LISTED:]
+        entry["error_count"] += outcome.error_count
+
+    @staticmethod
+    def _inside(target: Target, path: str) -> str:
+        """A host path as the target names it."""
+        prefix = target.prefix.rstrip("/")
+        return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
+
+    def _prune(self) -> dict:
+        """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode."""
+        from ansible_collections.rayops.disk.plugins.module_utils._containers import docker_client
+
+        client = docker_client(self.docker, self.options.docker_host)
+        if self.check_mode:
+            usage = client.df()
+            stopped = [c for c in usage.get("Containers") or [] if c.get("State") != "running"]
+            dangling = [i for i in usage.get("Images") or [] if not i.get("RepoTags") or
+                        i.get("RepoTags") == ["<none>:<none>"]]
+            cache = [b for b in usage.get("BuildCache") or [] if not b.get("InUse")]
+            reclaim = (sum(c.get("SizeRw") or 0 for c in stopped) + sum(i.get("Size") or 0 for i in dangling)
+                       + sum(b.get("Size") or 0 for b in cache))
+            return {"changed": bool(stopped or dangling or cache), "reclaimed_bytes": reclaim,
+                    "containers": len(stopped), "images": len(dangling), "build_cache": len(cache)}
+        containers = client.containers.prune()
+        images = client.images.prune(filters={"dangling": True})
+        builds = client.api.prune_builds()
+        reclaim = sum((r or {}).get("SpaceReclaimed") or 0 for r in (containers, images, builds))
+        counts = {"containers": len(containers.get("ContainersDeleted") or []),
+                  "images": len(images.get("ImagesDeleted") or []),
+                  "build_cache": len(builds.get("CachesDeleted") or [])}
+        return dict(counts, changed=bool(reclaim or any(counts.values())), reclaimed_bytes=reclaim)

@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The optional libraries the modules need on a target, imported once.
+
+A module fails with Ansible's ``missing_required_lib`` message (and the
+traceback kept here) when one it needs is missing.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+__all__ = ["DOCKER_IMPORT_ERROR", "PSUTIL_IMPORT_ERROR", "docker", "psutil"]
+
+try:
+    import psutil
+except ImportError:
+    psutil = None
+    PSUTIL_IMPORT_ERROR = traceback.format_exc()
+else:
+    PSUTIL_IMPORT_ERROR = None
+
+try:
+    import docker
+except ImportError:
+    docker = None
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+else:
+    DOCKER_IMPORT_ERROR = None
