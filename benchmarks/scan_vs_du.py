@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, ".build", "collections")
+from ray_tree import COLLECTIONS, ensure_tree
 
 SCAN = """
 import resource, sys
@@ -33,27 +31,6 @@ workers = int(sys.argv[2]) if sys.argv[2] != "auto" else None
 result = scan([Root(sys.argv[1], ("other",), ("ray", sys.argv[1]))], RayTmpLayout(("ray_tmp_*",)), workers)
 print(sum(t.bytes for t in result.root_totals), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
-
-
-def make_tree(root: str, files: int) -> None:
-    """A Ray temp root: sessions with logs, logs/old, runtime_resources and spilled objects."""
-    rng = random.Random(7)
-    made, session = 0, 0
-    shape = (("logs", 60), ("logs/old", 200), ("runtime_resources/working_dir_files/_ray_pkg_%d", 300),
-             ("ray_spilled_objects_node", 40))
-    while made < files:
-        base = os.path.join(root, "session_2026-11-%02d_10-00-00_000000_%d" % (session % 28 + 1, 1000 + session))
-        for sub, count in shape:
-            for block in range(count // 20):
-                folder = os.path.join(base, sub.replace("%d", str(session)), "d%d" % block)
-                os.makedirs(folder, exist_ok=True)
-                for index in range(20):
-                    with open(os.path.join(folder, "f%d" % index), "wb") as handle:
-                        handle.write(b"x" * rng.randint(0, 3000))
-                    made += 1
-        session += 1
-    with open(os.path.join(root, ".complete"), "w") as handle:
-        handle.write(str(files))
 
 
 def timed(argv: list, env: dict | None = None) -> tuple:
@@ -76,13 +53,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tree", help="where to build (and reuse) the tree; default a dir under /var/tmp")
     args = parser.parse_args()
-    tree = args.tree or "/var/tmp/rayops-bench-%d" % args.files
-    marker = os.path.join(tree, ".complete")
-    if not os.path.exists(marker) or open(marker).read() != str(args.files):
-        print("building a %d-file tree in %s ..." % (args.files, tree), flush=True)
-        subprocess.run(["rm", "-rf", tree], check=True)
-        os.makedirs(tree)
-        make_tree(tree, args.files)
+    tree = ensure_tree(args.tree or "/var/tmp/rayops-bench-%d" % args.files, args.files)
     env = dict(os.environ, PYTHONPATH=COLLECTIONS)
     contenders = {
         "du -sB1": ["du", "-sB1", tree],

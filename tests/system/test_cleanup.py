@@ -155,3 +155,25 @@ def test_a_running_task_makes_the_head_skipped(ray_head):
     assert result["changed"] is False
     assert host["status"] == "skipped_active"
     assert "Ray runs user code: " in host["reason"] and "ray::burn" in host["reason"]
+
+
+def test_docker_prune_reports_in_check_mode_then_prunes(docker_client):
+    stopped = docker_client.containers.create(IMAGE, name="rayops-prune-%s" % uuid.uuid4().hex[:8])
+    stopped.put_archive("/", old_tar({"scratch/blob": 1 << 20}))  # 1 MiB in its writable layer
+    empty_tmp = tempfile.mkdtemp(prefix="rayops-empty-tmp-")
+    try:
+        args = {"tmp_dir": empty_tmp, "min_tmp_size": "1TB", "docker_prune": True}
+        check = ansible_module("rayops.disk.ray_worker_cleanup", args, check=True)
+        assert check["docker_prune"]["containers"] >= 1 and check["docker_prune"]["reclaimed_bytes"] >= 1 << 20
+        assert check["changed"] is True
+        docker_client.containers.get(stopped.id)  # still there after the dry run
+        real = ansible_module("rayops.disk.ray_worker_cleanup", args)
+        assert real["docker_prune"]["containers"] >= 1 and real["changed"] is True
+        assert not any(c.id == stopped.id for c in docker_client.containers.list(all=True))
+        assert docker_client.images.get(IMAGE)  # tagged images stay
+    finally:
+        shutil.rmtree(empty_tmp)
+        try:
+            stopped.remove(force=True)
+        except Exception:  # pruned: gone already
+            pass

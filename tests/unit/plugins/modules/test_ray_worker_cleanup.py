@@ -153,3 +153,18 @@ def test_bad_input_fails_before_anything_is_touched(run_module, node, extra, mes
     result = fail_module(ray_worker_cleanup.main, args_for(node, **extra))
     assert message in result["msg"]
     assert tree_digest(str(node)) == before
+
+
+def test_unreachable_docker_still_cleans_the_host(run_module, node):
+    socket_path = str(node.parent / "no-docker.sock")
+    result = run_module(ray_worker_cleanup.main, args_for(node, containers=True, docker_host="unix://" + socket_path))
+    assert result["containers_error"].startswith("cannot reach the Docker daemon at unix://%s" % socket_path)
+    assert [t["name"] for t in result["targets"]] == ["host"]
+    assert result["targets"][0]["status"] == "cleaned" and result["changed"] is True
+
+
+def test_missing_docker_sdk_only_matters_for_containers_or_prune(run_module, node, monkeypatch):
+    monkeypatch.setattr(ray_worker_cleanup, "docker", None)
+    for extra in ({"containers": True}, {"docker_prune": True}):
+        result = fail_module(ray_worker_cleanup.main, args_for(node, **extra))
+        assert "Failed to import the required Python library (docker)" in result["msg"]
