@@ -13,11 +13,13 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 
@@ -58,12 +60,13 @@ def ls_tmp(container):
     return sorted(container.exec_run(["ls", "/tmp"])[1].decode().split())
 
 
-def test_only_idle_workers_are_cleaned_and_a_vanishing_one_is_an_error(docker_client):
+def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_client):
     tag = "ray-worker-c%s" % uuid.uuid4().hex[:8]
     busy = docker_client.containers.run(IMAGE, ["sh", "-c", "while :; do :; done"], name=tag + "-busy", init=True,
                                         detach=True)
     idle = docker_client.containers.run(IMAGE, name=tag + "-idle", init=True, detach=True)
     brief = docker_client.containers.run(IMAGE, ["sleep", "2"], name=tag + "-brief", init=True, detach=True)
+    doomed = docker_client.containers.run(IMAGE, name=tag + "-doomed", init=True, detach=True)
     try:
         for container in (busy, idle):
             container.put_archive("/tmp", old_tar(LITTER))
@@ -71,7 +74,11 @@ def test_only_idle_workers_are_cleaned_and_a_vanishing_one_is_an_error(docker_cl
                 "max_age_hours": 1, "age_by": ["mtime"], "sample_seconds": 1}
         check = ansible_module("rayops.disk.ray_worker_cleanup", args, check=True)
         assert ls_tmp(idle) == ["keep", "pip-build-3", "ray_tmp_9", "tmpk2"]  # the dry run removed nothing
+        brief = docker_client.containers.run(IMAGE, ["sleep", "2"], name=tag + "-brief2", init=True, detach=True)
+        remover = threading.Timer(2.5, doomed.remove, kwargs={"force": True})  # removed while being sampled
+        remover.start()
         result = ansible_module("rayops.disk.ray_worker_cleanup", args)
+        remover.join()
         assert result.get("failed") is not True, result
         entries = {entry["name"]: entry for entry in result["targets"]}
         assert entries[tag + "-busy"]["status"] == "skipped_active"
@@ -81,16 +88,23 @@ def test_only_idle_workers_are_cleaned_and_a_vanishing_one_is_an_error(docker_cl
         assert ls_tmp(idle) == ["keep"]
         assert entries[tag + "-idle"]["freed_bytes"] >= 65536 + 8192 + 4096
         assert entries[tag + "-idle"]["removed_paths"][0].startswith("/tmp/")  # as the container names it
-        assert entries[tag + "-brief"]["status"] == "error"
-        assert entries[tag + "-brief"]["reason"] in ("container is exited, it stopped during the run",
-                                                     "container is exited, not running")
-        assert {e["name"] for e in check["targets"]} == set(entries)
-        assert {e["name"]: e["freed_bytes"] for e in check["targets"] if e["status"] == "cleaned"} == \
-            {tag + "-idle": entries[tag + "-idle"]["freed_bytes"]}
+        assert entries[tag + "-brief2"]["status"] == "error"  # exited by itself mid-run
+        assert entries[tag + "-brief2"]["reason"] in ("container is exited, it stopped during the run",
+                                                      "cannot sample activity: container is exited, it stopped "
+                                                      "during the run")
+        assert entries[tag + "-doomed"]["status"] == "error"  # removed mid-run: listing, sampling or cleaning
+        assert re.search(r"removing|removed during the run|No such container|cannot sample activity",
+                         entries[tag + "-doomed"]["reason"]), entries[tag + "-doomed"]
+        assert entries[tag + "-brief"]["status"] == "error"  # exited before this run: not running
+        assert {e["name"] for e in check["targets"]} == set(entries) - {tag + "-brief2"}
+        checked = {e["name"]: e for e in check["targets"]}
+        assert checked[tag + "-idle"]["freed_bytes"] == entries[tag + "-idle"]["freed_bytes"]  # dry run == real
+        assert checked[tag + "-idle"]["removed_paths"] == entries[tag + "-idle"]["removed_paths"]
+        assert checked[tag + "-busy"]["status"] == "skipped_active"
         again = ansible_module("rayops.disk.ray_worker_cleanup", dict(args, container_name_filter=tag + "-idle"))
         assert again["changed"] is False
     finally:
-        for container in (busy, idle, brief):
+        for container in docker_client.containers.list(all=True, filters={"name": tag}):
             container.remove(force=True)
 
 
