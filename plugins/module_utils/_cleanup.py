@@ -175,29 +175,29 @@ class AuditLog:
             self.handle.close()
 
 
-def candidates(report: dict, options: CleanupOptions, tmp_listing: list, ray_roots_inside: set) -> list:
-    """``(root, names, reason)`` groups to remove from, inside the target (never a live session).
+def candidates(report: dict, options: CleanupOptions, ray_roots_inside: set) -> list:
+    """``(root, below, select, reason)`` groups to remove from, inside the target (never a live session).
 
-    ``names`` None means every entry of the root (``logs/old``).
+    ``root`` is trusted (the tmp dir, a Ray temp root); the ``below``
+    components are opened without following symlinks; ``select`` picks the
+    names of the entries to remove there.
     """
-    groups = []
-    names = []
-    for name in tmp_listing:
-        if name in ray_roots_inside:
-            continue
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in options.patterns):
-            names.append(name)
-    if names:
-        groups.append((options.tmp_dir, sorted(names), "matches %s" % ", ".join(options.patterns)))
-    by_root: dict = {}
+    patterns = tuple(options.patterns)
+
+    def litter(name: str) -> bool:
+        return name not in ray_roots_inside and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    groups = [(options.tmp_dir, (), litter, "matches %s" % ", ".join(patterns))]
+    stale: dict = {}
     for session in report["sessions"]:
         root = os.path.dirname(session["path"])
         if options.clean_stale_sessions and not session["live"]:
-            by_root.setdefault(root, []).append(session["name"])
+            stale.setdefault(root, set()).add(session["name"])
         elif options.clean_old_logs:
-            groups.append((session["path"] + "/logs/old", None, "old log of %s" % session["name"]))
-    for root, sessions in sorted(by_root.items()):
-        groups.append((root, sorted(sessions), "stale Ray session"))
+            groups.append((root, (session["name"], "logs", "old"), lambda name: True,
+                           "old log of %s" % session["name"]))
+    for root, names in sorted(stale.items()):
+        groups.append((root, (), names.__contains__, "stale Ray session"))
     return groups
 
 
@@ -272,7 +272,6 @@ class Cleanup:
         entry["activity"] = activity
         try:
             report = TargetReport(target, usage, self.psutil, environ=environ).measure()
-            listing = os.listdir(target.host_path(self.options.tmp_dir))
         except (UsageError, OSError) as exc:
             entry.update(status="error", reason=str(exc))
             return entry
@@ -294,26 +293,20 @@ class Cleanup:
                         socket_inodes(target.host_path(p) for p in unix_socket_paths(target)))
         policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
                         tuple(self.options.exclude))
-        for root, names, reason in candidates(report, self.options, listing, inside):
-            self._remove_group(entry, target, root, names, reason, policy, guards)
+        for root, below, select, reason in candidates(report, self.options, inside):
+            self._remove_group(entry, target, root, below, select, reason, policy, guards)
         entry["tmp_bytes_after"] = before - entry["freed_bytes"]
         if activity["busy"]:
             entry["reason"] = "forced while busy: %s" % "; ".join(activity["reasons"])
         return entry
 
-    def _remove_group(self, entry: dict, target: Target, root: str, names: Optional[list], reason: str,
+    def _remove_group(self, entry: dict, target: Target, root: str, below: tuple, select, reason: str,
                       policy: Policy, guards: Guards) -> None:
-        on_host = target.host_path(root)
-        if names is None:
-            try:
-                names = sorted(os.listdir(on_host))
-            except OSError:
-                return
-        remover = Remover(on_host, policy, guards, self.check_mode, mountinfo=target.mountinfo(), inner_root=root)
+        remover = Remover(target.host_path(root), policy, guards, self.check_mode, mountinfo=target.mountinfo(),
+                          inner_root=root, below=below)
         remover.on_remove = lambda path, freed: self.audit.write(entry["name"], self._inside(target, path), freed,
                                                                  reason)
-        for name in names:
-            remover.remove(name)
+        remover.remove_matching(select)
         outcome = remover.outcome
         entry["freed_bytes"] += outcome.freed_bytes
         entry["removed"] += outcome.removed

@@ -204,15 +204,22 @@ class _DirState:
 
 
 class Remover:
-    """Removes entries directly inside ``root``, and what may go below them.
+    """Removes entries directly inside ``root`` + ``below``, and what may go below them.
 
-    ``mountinfo`` and ``inner_root`` name the mount table of the tree and
-    ``root`` as that table sees it (a container's, through /proc/<pid>/root).
+    ``root`` is a trusted directory (a validated tmp dir, a Ray temp root);
+    the ``below`` components (``session_x``, ``logs``, ``old``) are opened one
+    by one relative to it, never following a symlink and never leaving its
+    filesystem.  ``mountinfo`` and ``inner_root`` name the mount table of the
+    tree and ``root`` as that table sees it (a container's, through
+    /proc/<pid>/root).
     """
 
     def __init__(self, root: str, policy: Policy, guards: Guards, dry_run: bool,
-                 mountinfo: str = "/proc/self/mountinfo", inner_root: Optional[str] = None) -> None:
-        self.root = root
+                 mountinfo: str = "/proc/self/mountinfo", inner_root: Optional[str] = None,
+                 below: tuple = ()) -> None:
+        self.root = "/".join([root.rstrip("/")] + list(below)) if below else root
+        self.base = root
+        self.below = below
         self.policy = policy
         self.guards = guards
         self.dry_run = dry_run
@@ -232,17 +239,56 @@ class Remover:
     def _path(self, names: list) -> str:
         return "/".join([self.root.rstrip("/")] + names)
 
-    def remove(self, name: str) -> bool:
-        """Remove the entry ``name`` of the root as far as the rules allow; True when it is gone."""
+    def _open_root(self) -> Optional[int]:
+        """Open the base, then each ``below`` component without following symlinks; None (reported) if not."""
         try:
-            root_fd = open_dir(self.root)
+            fd = open_dir(self.base)
+        except OSError as exc:
+            self.outcome.error(self.base, describe_os_error(exc))
+            return None
+        self.dev = os.fstat(fd).st_dev
+        for depth, component in enumerate(self.below):
+            path = "/".join([self.base.rstrip("/")] + list(self.below[:depth + 1]))
+            try:
+                child = open_dir(component, dir_fd=fd)
+            except FileNotFoundError:
+                child = None
+            except OSError as exc:
+                self.outcome.error(path, "not a directory of its own (a symlink?): %s" % describe_os_error(exc)
+                                   if exc.errno in (errno.ELOOP, errno.ENOTDIR) else describe_os_error(exc))
+                child = None
+            os.close(fd)
+            if child is None:
+                return None
+            if os.fstat(child).st_dev != self.dev:
+                os.close(child)
+                self.outcome.keep(path, "other_filesystem")
+                return None
+            fd = child
+        self.mnt = mount_id(fd) if self.check_mounts else None
+        return fd
+
+    def remove_matching(self, select: Callable[[str], bool]) -> None:
+        """Remove, as far as the rules allow, every entry of the root whose name ``select`` accepts."""
+        root_fd = self._open_root()
+        if root_fd is None:
+            return
+        try:
+            names = sorted(name for name in os.listdir(root_fd) if select(name))
         except OSError as exc:
             self.outcome.error(self.root, describe_os_error(exc))
+            names = []
+        finally:
+            os.close(root_fd)
+        for name in names:
+            self.remove(name)
+
+    def remove(self, name: str) -> bool:
+        """Remove the entry ``name`` of the root as far as the rules allow; True when it is gone."""
+        root_fd = self._open_root()
+        if root_fd is None:
             return False
         try:
-            root_st = os.fstat(root_fd)
-            self.dev = root_st.st_dev
-            self.mnt = mount_id(root_fd) if self.check_mounts else None
             try:
                 st = os.lstat(name, dir_fd=root_fd)
             except FileNotFoundError:

@@ -168,3 +168,20 @@ def test_missing_docker_sdk_only_matters_for_containers_or_prune(run_module, nod
     for extra in ({"containers": True}, {"docker_prune": True}):
         result = fail_module(ray_worker_cleanup.main, args_for(node, **extra))
         assert "Failed to import the required Python library (docker)" in result["msg"]
+
+
+def test_a_logs_symlink_planted_in_a_session_leads_nowhere(run_module, node):
+    """Another user plants ``logs -> /somewhere`` in a live session: old logs are cleaned only in real dirs."""
+    outside = node.parent / "precious"
+    write(str(outside / "old" / "ledger.db"), 8192)
+    aged(str(outside))
+    before = tree_digest(str(outside))
+    planted = node / "ray" / LIVE / "logs"
+    os.rename(planted, node.parent / "real-logs")
+    os.symlink(str(outside), str(planted))
+    result = run_module(ray_worker_cleanup.main, args_for(node))
+    assert tree_digest(str(outside)) == before
+    host = result["targets"][0]
+    assert [e["error"] for e in host["errors"] if e["path"] == str(planted)] == [
+        "not a directory of its own (a symlink?): Not a directory"]
+    assert not (node / "ray" / STALE).exists()  # the rest of the run went on
