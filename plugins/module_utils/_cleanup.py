@@ -243,7 +243,7 @@ class Cleanup:
                 containers = ray_worker_containers(usage, self.docker)
             except DockerUnavailable as exc:
                 containers_error = str(exc)
-        activity = sample_activity(host, containers, usage, self.psutil)
+        activity = sample_activity(host if self.options.host else None, containers, usage, self.psutil)
         targets = [self._clean("host", "host", host, usage, activity.get(None), None)] if self.options.host else []
         inner = dataclasses.replace(usage, ray_temp_dir=None)
         for container in containers:

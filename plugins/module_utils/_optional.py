@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import traceback
 
-__all__ = ["DOCKER_IMPORT_ERROR", "PSUTIL_IMPORT_ERROR", "docker", "psutil"]
+__all__ = ["DOCKER_IMPORT_ERROR", "PSUTIL_IMPORT_ERROR", "docker", "missing", "psutil"]
 
 try:
     import psutil
@@ -31,3 +31,16 @@ except ImportError:
     DOCKER_IMPORT_ERROR = traceback.format_exc()
 else:
     DOCKER_IMPORT_ERROR = None
+
+
+def missing(psutil_module, docker_module, need_docker: bool) -> list:
+    """``(library, import traceback)`` for each library a run needs that is not there.
+
+    The modules pass the names they hold, so a test can take one away.
+    """
+    found = []
+    if psutil_module is None:
+        found.append(("psutil", PSUTIL_IMPORT_ERROR))
+    if need_docker and docker_module is None:
+        found.append(("docker", DOCKER_IMPORT_ERROR))
+    return found

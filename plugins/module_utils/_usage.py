@@ -455,8 +455,8 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     return report
 
 
-def sample_activity(host: Target, containers: list, options: UsageOptions, psutil) -> dict:
-    """Busy or idle, per container name and for the host (key None), sampled side by side."""
+def sample_activity(host: Optional[Target], containers: list, options: UsageOptions, psutil) -> dict:
+    """Busy or idle, per container name and for the host (key None, unless ``host`` is None), side by side."""
     from ansible_collections.rayops.disk.plugins.module_utils._activity import (
         ContainerSample,
         HostSample,
@@ -464,7 +464,8 @@ def sample_activity(host: Target, containers: list, options: UsageOptions, psuti
     )
     from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
 
-    samples, found = {None: HostSample(psutil, host.mnt_ns)}, {}
+    samples = {None: HostSample(psutil, host.mnt_ns)} if host is not None else {}
+    found: dict = {}
     for container in containers:
         try:
             samples[container.name] = ContainerSample(container, psutil, container_target(container).mnt_ns)

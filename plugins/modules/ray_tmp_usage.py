@@ -399,14 +399,8 @@ not_measured_count:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, UsageOptions, collect_usage
-
-from ansible_collections.rayops.disk.plugins.module_utils._optional import (
-    DOCKER_IMPORT_ERROR,
-    PSUTIL_IMPORT_ERROR,
-    docker,
-    psutil,
-)
 
 
 def main():
@@ -432,10 +426,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if psutil is None:
-        module.fail_json(msg=missing_required_lib("psutil"), exception=PSUTIL_IMPORT_ERROR)
-    if module.params["containers"] and docker is None:
-        module.fail_json(msg=missing_required_lib("docker"), exception=DOCKER_IMPORT_ERROR)
+    for library, error in missing(psutil, docker, need_docker=module.params["containers"]):
+        module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = dict(module.params)
     params["patterns"] = tuple(params["patterns"])

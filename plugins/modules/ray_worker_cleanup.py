@@ -257,12 +257,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
 
-from ansible_collections.rayops.disk.plugins.module_utils._optional import (
-    DOCKER_IMPORT_ERROR,
-    PSUTIL_IMPORT_ERROR,
-    docker,
-    psutil,
-)
+from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 
 
 def diff_of(result):
@@ -303,10 +298,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if psutil is None:
-        module.fail_json(msg=missing_required_lib("psutil"), exception=PSUTIL_IMPORT_ERROR)
-    if (module.params["containers"] or module.params["docker_prune"]) and docker is None:
-        module.fail_json(msg=missing_required_lib("docker"), exception=DOCKER_IMPORT_ERROR)
+    need_docker = module.params["containers"] or module.params["docker_prune"]
+    for library, error in missing(psutil, docker, need_docker=need_docker):
+        module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = dict(module.params)
     for name in ("patterns", "exclude", "age_by"):

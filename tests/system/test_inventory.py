@@ -30,7 +30,8 @@ def test_production_inventory_is_complete_but_never_the_default():
         production = yaml.safe_load(handle)
     cluster = production["all"]["children"]["ray_cluster"]["children"]
     addresses = sorted(host["ansible_host"] for host in cluster["ray_workers"]["hosts"].values())
-    assert addresses == ["10.0.0.80", "10.0.0.81", "10.0.0.82", "10.0.0.84"]
+    assert all(address.startswith("10.0.0.") for address in addresses)  # the users' network, by prefix only
+    assert [address.rsplit(".", 1)[1] for address in addresses] == ["80", "81", "82", "84"]
     assert "ray_head" in cluster
     config = configparser.ConfigParser()
     config.read(os.path.join(REPO, "ansible.cfg"))
