@@ -255,9 +255,8 @@ containers_error:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
-
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
+from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
 
 
 def diff_of(result):
