@@ -23,7 +23,6 @@ import fcntl
 import fnmatch
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -48,22 +47,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     check_root_dir,
     format_bytes,
     host_target,
+    parse_size,
     sample_activity,
 )
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(value) -> int:
-    """Bytes from an integer or a human size (``5GB``, ``512M``, ``1.5GiB``; 1 KB = 1024 bytes, as Ansible)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise UsageError("min_tmp_size %r is negative; use 0 (always clean) or a size such as 5GB" % value)
-        return value
-    match = _SIZE.match(str(value))
-    if not match or match.group(3).lower() == "i":
-        raise UsageError("min_tmp_size %r is not a size; write bytes or a size such as 5GB, 500MB, 0" % (value,))
-    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
 
 
 @dataclass
@@ -104,7 +90,7 @@ class CleanupOptions:
             raise UsageError("max_age_hours %r is negative; use 0 (any age) or more hours" % self.max_age_hours)
         if not self.age_by or set(self.age_by) - set(AGE_FIELDS):
             raise UsageError("age_by %r must be one or more of mtime, atime, ctime" % (list(self.age_by),))
-        self.min_tmp_bytes = parse_size(self.min_tmp_size)
+        self.min_tmp_bytes = parse_size(self.min_tmp_size, "min_tmp_size")
         if self.lock_timeout < 0:
             raise UsageError("lock_timeout %r is negative; use 0 (do not wait) or more seconds" % self.lock_timeout)
         for option in ("lock_file", "audit_log"):

@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import fnmatch
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
@@ -137,6 +138,21 @@ def level_for(used_percent: float, thresholds: dict) -> str:
         if used_percent >= thresholds[level]:
             return level
     return "ok"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(value, option: str) -> int:
+    """Bytes from an integer or a human size (``5GB``, ``512M``, ``1.5GiB``; 1 KB = 1024 bytes, as Ansible)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UsageError("%s %r is negative; use 0 or a size such as 5GB" % (option, value))
+        return value
+    match = _SIZE.match(str(value))
+    if not match or match.group(3).lower() == "i":
+        raise UsageError("%s %r is not a size; write bytes or a size such as 5GB, 500MB, 0" % (option, value))
+    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
 
 
 def format_bytes(count: float) -> str:
