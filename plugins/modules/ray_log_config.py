@@ -159,7 +159,7 @@ def main():
         with os.fdopen(fd, "wb") as handle:
             handle.write(to_bytes(after, errors="surrogate_or_strict"))
         module.atomic_move(temp, path, unsafe_writes=params["unsafe_writes"])
-    if os.path.exists(path) and not module.check_mode:
+    if os.path.exists(path):  # in check mode this only reports what would change
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
     if not module._diff:

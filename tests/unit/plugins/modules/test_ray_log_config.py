@@ -45,6 +45,15 @@ def test_systemd_drop_in_created_with_mode(run_module, tmp_path):
     assert not run_module(ray_log_config.main, dict(WANTED, path=str(path), format="systemd", mode="0640"))["changed"]
 
 
+def test_check_mode_predicts_a_mode_change_and_makes_none(run_module, tmp_path):
+    path = tmp_path / ".env"
+    run_module(ray_log_config.main, dict(WANTED, path=str(path), mode="0644"))
+    check = run_module(ray_log_config.main, dict(WANTED, path=str(path), mode="0600"), check_mode=True)
+    assert check["changed"] is True and stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    real = run_module(ray_log_config.main, dict(WANTED, path=str(path), mode="0600"))
+    assert real["changed"] is True and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
 def test_unit_keeps_other_assignments_and_sections(run_module, tmp_path):
     path = tmp_path / "ray.service"
     path.write_text('[Unit]\nDescription=Ray\n\n[Service]\nEnvironment="RAY_BACKEND_LOG_LEVEL=40" "FOO=bar baz"\n'
