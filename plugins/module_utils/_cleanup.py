@@ -275,6 +275,7 @@ class Cleanup:
             return entry
         inside = {os.path.basename(r) for r in report["ray_temp_dirs"]
                   if os.path.dirname(os.path.normpath(r)) == os.path.normpath(self.options.tmp_dir)}
+        # Taken per target, right before its removals: a fresher snapshot of what processes hold.
         guards = Guards(used_inodes(self.psutil.pids()), locked_inodes(),
                         socket_inodes(target.host_path(p) for p in unix_socket_paths(target)))
         policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
