@@ -3,9 +3,14 @@
 #
 # Idempotent: every step checks first and does nothing when already done.
 #   - Debian packages: docker.io busybox-static rsync git python3-venv shellcheck util-linux
+#     logrotate cron mmdebstrap
+#   - promtool (only the binary, out of Debian's prometheus package) in /usr/local/bin
 #   - Docker engine (dockerd in the background, no systemd needed)
-#   - local image rayops-test/busybox:latest built from busybox-static (no registry)
+#   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
+#     rayops-test/debian-python:bookworm (Debian minbase with python3, cron, logrotate)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
+#   - community.docker (molecule's driver, the docker connection) out of PyPI's
+#     `ansible` wheel, cached in /var/cache/rayops-disk
 #   - offline pip bootstrap script for ansible-test in ~/.ansible/test/cache/
 #   - $REPO/.build/collections/ansible_collections/rayops/disk -> $REPO (symlink)
 #   - $REPO/.build/ansible-test/ansible_collections/rayops/disk (real copy, see
@@ -17,8 +22,11 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 REQS="$REPO/requirements/dev.txt"
 IMAGE="rayops-test/busybox:latest"
+PY_IMAGE="rayops-test/debian-python:bookworm"
+CACHE=/var/cache/rayops-disk
+ANSIBLE_WHEEL="ansible-12.3.0-py3-none-any.whl"  # bundles community.docker 4.8.5
 DOCKERD_LOG="/var/log/dockerd-rayops.log"
-APT_PACKAGES=(docker.io busybox-static rsync git python3-venv shellcheck util-linux)
+APT_PACKAGES=(docker.io busybox-static rsync git python3-venv shellcheck util-linux logrotate cron mmdebstrap)
 
 log() { echo "setup: $*"; }
 die() { echo "setup: ERROR: $*" >&2; exit 1; }
@@ -43,6 +51,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
     log "apt: packages already installed"
+fi
+
+# promtool: the validator of metrics and alert rules, without the whole server
+if command -v promtool >/dev/null 2>&1; then
+    log "promtool: $(promtool --version 2>&1 | head -1)"
+else
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null) || die "apt-get download prometheus failed"
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$tmp/promtool"
+    install -m 0755 "$tmp/promtool" /usr/local/bin/promtool
+    rm -rf "$tmp"
+    log "promtool: installed $(promtool --version 2>&1 | head -1)"
 fi
 
 # --------------------------------------------------------------------------
@@ -144,6 +164,23 @@ else
     log "image: $IMAGE built and verified"
 fi
 
+# A Debian image with Python for molecule and for containers as Ansible hosts.
+# The role's packages are in it already, so converging needs no mirror.
+if docker image inspect "$PY_IMAGE" >/dev/null 2>&1; then
+    log "image: $PY_IMAGE present"
+else
+    log "image: building $PY_IMAGE with mmdebstrap (about a minute)"
+    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+    mmdebstrap --quiet --variant=minbase \
+        --include=python3,python3-apt,python3-psutil,python3-docker,cron,logrotate,procps \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        bookworm - "deb ${mirror:-http://deb.debian.org/debian} bookworm main" |
+        docker import -c 'CMD ["sleep","infinity"]' - "$PY_IMAGE" >/dev/null
+    docker run --rm --init "$PY_IMAGE" python3 -c 'import psutil, docker' || die "image $PY_IMAGE lacks python3-psutil/docker"
+    log "image: $PY_IMAGE built and verified"
+fi
+
 # --------------------------------------------------------------------------
 # 4. Python virtualenv
 # --------------------------------------------------------------------------
@@ -224,6 +261,24 @@ if [ "$(readlink "$link_dir/disk" 2>/dev/null || true)" != "../../../.." ]; then
     ln -s ../../../.. "$link_dir/disk"
     log "collections: linked $link_dir/disk -> $REPO"
 fi
+# community.docker without Galaxy: out of the `ansible` wheel from PyPI (cached)
+coll_dir="$REPO/.build/collections/ansible_collections/community"
+if [ -f "$coll_dir/docker/MANIFEST.json" ]; then
+    log "collections: community.docker present"
+else
+    mkdir -p "$CACHE"
+    [ -f "$CACHE/$ANSIBLE_WHEEL" ] || "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+        -d "$CACHE" "ansible==$(echo "$ANSIBLE_WHEEL" | cut -d- -f2)" 2>&1 | { grep -v "is neither a file" || true; }
+    [ -f "$CACHE/$ANSIBLE_WHEEL" ] || die "could not download $ANSIBLE_WHEEL"
+    rm -rf "$coll_dir/docker" "$coll_dir/library_inventory_filtering_v1"
+    "$VENV/bin/python" - "$CACHE/$ANSIBLE_WHEEL" "$REPO/.build/collections" <<'EOF'
+import sys, zipfile
+wanted = ("ansible_collections/community/docker/", "ansible_collections/community/library_inventory_filtering_v1/")
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [m for m in wheel.namelist() if m.startswith(wanted)])
+EOF
+    log "collections: community.docker extracted from $ANSIBLE_WHEEL"
+fi
 bash "$REPO/scripts/sync-test-copy.sh" >/dev/null
 log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-test copy in .build/ansible-test"
 
@@ -233,4 +288,4 @@ log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-tes
 dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Version}}' 2>/dev/null || echo '?')"
 av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
 rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
-log "ready: docker $dv; ansible-core $av; ray $rv; image $IMAGE"
+log "ready: docker $dv; ansible-core $av; ray $rv; images $IMAGE $PY_IMAGE"
