@@ -9,7 +9,7 @@
 #   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
 #     rayops-test/debian-python:bookworm (Debian minbase with python3, cron, logrotate)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
-#   - community.docker (molecule's driver, the docker connection) out of PyPI's
+#   - community.docker and ansible.posix (molecule's driver, the docker connection) out of PyPI's
 #     `ansible` wheel, cached in /var/cache/rayops-disk
 #   - offline pip bootstrap script for ansible-test in ~/.ansible/test/cache/
 #   - $REPO/.build/collections/ansible_collections/rayops/disk -> $REPO (symlink)
@@ -261,23 +261,25 @@ if [ "$(readlink "$link_dir/disk" 2>/dev/null || true)" != "../../../.." ]; then
     ln -s ../../../.. "$link_dir/disk"
     log "collections: linked $link_dir/disk -> $REPO"
 fi
-# community.docker without Galaxy: out of the `ansible` wheel from PyPI (cached)
+# community.docker (molecule's driver, the docker connection) and ansible.posix (molecule's
+# create playbook) without Galaxy: out of the `ansible` wheel from PyPI (cached)
 coll_dir="$REPO/.build/collections/ansible_collections/community"
-if [ -f "$coll_dir/docker/MANIFEST.json" ]; then
-    log "collections: community.docker present"
+if [ -f "$coll_dir/docker/MANIFEST.json" ] && [ -f "$REPO/.build/collections/ansible_collections/ansible/posix/MANIFEST.json" ]; then
+    log "collections: community.docker and ansible.posix present"
 else
     mkdir -p "$CACHE"
     [ -f "$CACHE/$ANSIBLE_WHEEL" ] || "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
         -d "$CACHE" "ansible==$(echo "$ANSIBLE_WHEEL" | cut -d- -f2)" 2>&1 | { grep -v "is neither a file" || true; }
     [ -f "$CACHE/$ANSIBLE_WHEEL" ] || die "could not download $ANSIBLE_WHEEL"
-    rm -rf "$coll_dir/docker" "$coll_dir/library_inventory_filtering_v1"
+    rm -rf "$coll_dir/docker" "$coll_dir/library_inventory_filtering_v1" "$REPO/.build/collections/ansible_collections/ansible"
     "$VENV/bin/python" - "$CACHE/$ANSIBLE_WHEEL" "$REPO/.build/collections" <<'EOF'
 import sys, zipfile
-wanted = ("ansible_collections/community/docker/", "ansible_collections/community/library_inventory_filtering_v1/")
+wanted = ("ansible_collections/community/docker/", "ansible_collections/community/library_inventory_filtering_v1/",
+          "ansible_collections/ansible/posix/")
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     wheel.extractall(sys.argv[2], [m for m in wheel.namelist() if m.startswith(wanted)])
 EOF
-    log "collections: community.docker extracted from $ANSIBLE_WHEEL"
+    log "collections: community.docker and ansible.posix extracted from $ANSIBLE_WHEEL"
 fi
 bash "$REPO/scripts/sync-test-copy.sh" >/dev/null
 log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-test copy in .build/ansible-test"

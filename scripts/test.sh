@@ -6,9 +6,11 @@
 #
 # Stages: yamllint, ansible-lint (production profile), ansible-doc, galaxy build,
 # ansible-test sanity, units and integration (on a copy at
-# .../ansible_collections/rayops/disk),
-# then pytest over tests/unit and tests/system (real Ray, real Docker containers).
+# .../ansible_collections/rayops/disk), molecule (the role on a Debian container),
+# then pytest over tests/unit and tests/system (real Ray, real Docker containers,
+# real promtool, cron and logrotate).
 # Every stage runs; the script fails at the end if any stage failed.
+# TEST_STAGES="yamllint ansible-lint" runs only the stages named (the lint job of .gitlab-ci.yml).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +26,9 @@ failed=()
 stage() {
     local name="$1"
     shift
+    if [ -n "${TEST_STAGES:-}" ] && [[ " $TEST_STAGES " != *" $name "* ]]; then
+        return 0
+    fi
     echo
     echo "=== $name"
     local start=$SECONDS
@@ -46,11 +51,12 @@ rm -rf "/tmp/pytest-of-$(id -un)"
 
 stage yamllint yamllint --strict .
 stage ansible-lint ansible-lint
-stage ansible-doc bash -c "ansible-doc rayops.disk.ray_tmp_usage rayops.disk.ray_worker_cleanup rayops.disk.ray_log_config >/dev/null"
+stage ansible-doc bash -c "ansible-doc rayops.disk.ray_tmp_usage rayops.disk.ray_worker_cleanup rayops.disk.ray_log_config >/dev/null && ansible-doc -t role rayops.disk.ray_cleanup >/dev/null"
 stage galaxy-build ansible-galaxy collection build --force --output-path .build/dist
 stage sanity in_test_copy ansible-test sanity --python 3.11 --color no
 stage units in_test_copy ansible-test units --python 3.11 --local --color no
 stage integration in_test_copy ansible-test integration --python 3.11 --local --color no
+stage molecule molecule test
 stage pytest pytest -p no:cacheprovider -ra tests/unit tests/system "$@"
 
 echo

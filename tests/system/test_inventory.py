@@ -36,3 +36,27 @@ def test_production_inventory_is_complete_but_never_the_default():
     config = configparser.ConfigParser()
     config.read(os.path.join(REPO, "ansible.cfg"))
     assert config["defaults"]["inventory"] == "inventory/local.yml"
+
+
+def test_gitlab_ci_runs_the_readme_tests_and_deploys_production_only_by_hand():
+    """Read as a file only: the deploy job is never run here."""
+    with open(os.path.join(REPO, ".gitlab-ci.yml")) as handle:
+        pipeline = yaml.safe_load(handle)
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    assert "bash scripts/test.sh" in pipeline["test"]["script"] and "bash scripts/test.sh" in readme
+    deploy = pipeline["deploy_ray_cleanup"]
+    assert deploy["stage"] == "deploy" and pipeline["stages"][-1] == "deploy"
+    assert deploy["rules"] == [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual"}]
+    command = deploy["script"][-1]
+    assert "-i inventory/production.yml playbooks/deploy_ray_cleanup.yml" in command
+    assert not any("production" in line for job in ("lint", "test") for line in pipeline[job]["script"])
+
+
+def test_deploy_playbook_targets_the_named_inventory_and_prometheus_hosts():
+    proc = run_ansible("ansible-playbook", "--list-hosts", "playbooks/deploy_ray_cleanup.yml")
+    assert proc.returncode == 0, proc.stderr
+    plays = proc.stdout.split("play #")[1:]
+    assert len(plays) == 2
+    assert "hosts (1):" in plays[0] and "localhost" in plays[0]
+    assert "hosts (0):" in plays[1]
