@@ -1,0 +1,202 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Prometheus textfile metrics of ``ray-maintenance`` (see docs/metrics.md).
+
+``usage_text(report)`` renders a usage report (from ``_usage.collect_usage``),
+``cleanup_text(result, ...)`` a cleanup result (from ``_cleanup.Cleanup.run``),
+in the text exposition format; ``write_textfile`` puts a file in
+node_exporter's textfile directory atomically.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._scan import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, LEVELS
+
+USAGE_FILE = "rayops_ray_usage.prom"
+CLEANUP_FILE = "rayops_ray_cleanup.prom"
+
+
+@dataclass
+class Family:
+    """One metric: its name, help text and samples (all are gauges)."""
+
+    name: str
+    help: str
+    samples: list = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> None:
+        """Add a sample; labels keep the order given."""
+        self.samples.append((labels, value))
+
+
+def escape_label(value: str) -> str:
+    """A label value as the exposition format wants it: UTF-8, with ``\\``, ``"`` and newline escaped.
+
+    Undecodable bytes of a file name (surrogate-escaped) become ``\\xNN`` first.
+    """
+    return display_path(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):  # and bool
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(families: list) -> str:
+    """The exposition text of ``families``: ``# HELP``, ``# TYPE gauge``, then the samples."""
+    lines = []
+    for family in families:
+        lines.append("# HELP %s %s" % (family.name, family.help))
+        lines.append("# TYPE %s gauge" % family.name)
+        for labels, value in family.samples:
+            pairs = ",".join('%s="%s"' % (key, escape_label(str(val))) for key, val in labels.items())
+            lines.append("%s%s %s" % (family.name, "{%s}" % pairs if pairs else "", _number(value)))
+    return "\n".join(lines) + "\n"
+
+
+def mountpoint_of(path: str) -> str:
+    """The mount point holding ``path``, walking up until ``os.path.ismount``."""
+    path = os.path.abspath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _usage_targets(report: dict) -> Iterator[tuple]:
+    """``(target, kind, entry, [(filesystem, mountpoint)])`` for the host and each measured container."""
+    roots = {os.path.normpath(p) for p in [report["tmp_dir"]] + list(report["ray_temp_dirs"])}
+    filesystems = [(fs, mountpoint_of(fs["path"])) for fs in report["filesystems"]
+                   if os.path.normpath(fs["path"]) in roots]
+    yield "host", "host", report, filesystems
+    for entry in report["containers"]:
+        if entry["tmp_bytes"] is not None:  # measured: running, and no error
+            yield entry["name"], "container", entry, [(entry["filesystem"], entry["filesystem"]["path"])]
+
+
+def usage_families(report: dict, now: Optional[float] = None) -> list:
+    """The families of ``rayops_ray_usage.prom`` for a usage report."""
+    fams = {name: Family("rayops_ray_" + name, text) for name, text in (
+        ("filesystem_size_bytes", "Size of the filesystem holding the target's tmp dir."),
+        ("filesystem_avail_bytes", "Bytes free for unprivileged users on the filesystem holding the tmp dir."),
+        ("filesystem_used_bytes", "Bytes used on the filesystem holding the tmp dir."),
+        ("filesystem_info", "A filesystem holding the tmp dir or a Ray temp root (always 1)."),
+        ("tmp_bytes", "Allocated bytes under the target's tmp dir."),
+        ("category_bytes", "Allocated bytes per category of what fills the tmp dir and Ray temp roots."),
+        ("sessions", "Ray sessions by state (live or stale)."),
+        ("usage_level", "Usage level: 0 ok, 1 info, 2 warning, 3 critical."),
+        ("usage_errors", "Entries that could not be measured."),
+        ("usage_timestamp_seconds", "When this file was written (Unix time)."),
+        ("containers_up", "1 when Docker answered or containers are not measured, 0 when it did not."),
+    )}
+    for target, kind, entry, filesystems in _usage_targets(report):
+        ids = {"target": target, "kind": kind}
+        fs = entry["filesystem"]
+        fams["filesystem_size_bytes"].add(fs["total_bytes"], **ids)
+        fams["filesystem_avail_bytes"].add(fs["free_bytes"], **ids)
+        fams["filesystem_used_bytes"].add(fs["used_bytes"], **ids)
+        for each, mountpoint in filesystems:
+            fams["filesystem_info"].add(1, **ids, path=each["path"], mountpoint=mountpoint)
+        fams["tmp_bytes"].add(entry["tmp_bytes"], **ids)
+        for category in CATEGORIES:
+            fams["category_bytes"].add(entry["categories"][category]["bytes"], **ids, category=category)
+        live = sum(1 for session in entry["sessions"] if session["live"])
+        fams["sessions"].add(live, **ids, state="live")
+        fams["sessions"].add(len(entry["sessions"]) - live, **ids, state="stale")
+        fams["usage_level"].add(LEVELS.index(entry["level"]), **ids)
+        docker_error = 1 if kind == "host" and report["containers_error"] else 0
+        fams["usage_errors"].add(entry["error_count"] - docker_error, **ids)
+    fams["usage_timestamp_seconds"].add(time.time() if now is None else now)
+    fams["containers_up"].add(0 if report["containers_error"] else 1)
+    return list(fams.values())
+
+
+def usage_text(report: dict, now: Optional[float] = None) -> str:
+    """The text of ``rayops_ray_usage.prom``."""
+    return render(usage_families(report, now))
+
+
+def cleanup_succeeded(result: Optional[dict]) -> bool:
+    """Whether a cleanup ran (not locked out, not failed) and no target had an error."""
+    return bool(result) and result["status"] == "done" and not result["containers_error"] and \
+        all(target["status"] != "error" for target in result["targets"])
+
+
+def cleanup_families(result: Optional[dict], duration: float, finished: float) -> list:
+    """The families of ``rayops_ray_cleanup.prom``; ``result`` is None when the run failed."""
+    fams = {name: Family("rayops_ray_cleanup_" + name, text) for name, text in (
+        ("last_run_timestamp_seconds", "When the last cleanup finished (Unix time)."),
+        ("duration_seconds", "How long the last cleanup took."),
+        ("success", "1 when the last cleanup ran and no target had an error, else 0."),
+        ("freed_bytes", "Bytes the last cleanup freed on the target."),
+        ("removed_entries", "Entries the last cleanup removed on the target."),
+        ("target_status", "The target's status in the last cleanup (always 1)."),
+        ("docker_reclaimed_bytes", "Bytes docker_prune reclaimed in the last cleanup (0 when off)."),
+    )}
+    fams["last_run_timestamp_seconds"].add(finished)
+    fams["duration_seconds"].add(duration)
+    fams["success"].add(1 if cleanup_succeeded(result) else 0)
+    for target in (result or {}).get("targets", []):
+        ids = {"target": target["name"], "kind": target["kind"]}
+        fams["freed_bytes"].add(target["freed_bytes"], **ids)
+        fams["removed_entries"].add(target["removed"], **ids)
+        fams["target_status"].add(1, **ids, status=target["status"])
+    prune = (result or {}).get("docker_prune") or {}
+    fams["docker_reclaimed_bytes"].add(prune.get("reclaimed_bytes") or 0)
+    return list(fams.values())
+
+
+def cleanup_text(result: Optional[dict], duration: float, finished: Optional[float] = None) -> str:
+    """The text of ``rayops_ray_cleanup.prom``."""
+    return render(cleanup_families(result, duration, time.time() if finished is None else finished))
+
+
+def write_textfile(directory: str, name: str, text: str) -> str:
+    """Write ``directory/name`` atomically, mode 0644; return its path.
+
+    The text goes to ``.<name>.tmp`` (ignored by node_exporter), is flushed to
+    disk and renamed over ``name``: a scrape sees the old file or the new one,
+    never a part.  Writers of one directory take turns (``flock`` on it), so
+    two runs (cron's cleanup and monitor) never share the temporary file.
+    """
+    temp = ".%s.tmp" % name
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        try:  # left by a run that was killed (or planted: never written through)
+            os.unlink(temp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=dir_fd)
+        try:
+            try:
+                os.fchmod(fd, 0o644)
+                data = text.encode("utf-8")
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(temp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return os.path.join(directory, name)

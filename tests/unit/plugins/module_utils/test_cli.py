@@ -1,0 +1,372 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ray-maintenance`` driven through ``main(argv)`` on real trees of a sandbox node.
+
+Exit codes, config errors, output, dry run, real cleanup, metrics and the
+log file; the installed entry point as a subprocess is in tests/system.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import re
+
+import pytest
+
+from ansible_collections.rayops.disk.plugins.module_utils import _cli
+from ansible_collections.rayops.disk.plugins.module_utils._metrics import CLEANUP_FILE, USAGE_FILE, mountpoint_of
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, filesystem_of, format_bytes
+from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils import test_metrics as shared
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_metrics import (
+    LIVE,
+    STALE,
+    count_entries,
+    promtool_check,
+    samples,
+    series,
+)
+
+sandbox = shared.sandbox  # the fixtures of test_metrics, shared: a sandbox node, a tree on it
+ray_node = shared.ray_node
+HOST = {"target": "host", "kind": "host"}
+
+
+@pytest.fixture
+def configured(ray_node, tmp_path):
+    """``(tmp dir, config path, metrics dir, log file)``: a config that cleans the tree right away."""
+    metrics, log = tmp_path / "metrics", tmp_path / "log" / "ray-maintenance.log"
+    metrics.mkdir()
+    log.parent.mkdir()
+    path = write_config(tmp_path, tmp_dir=str(ray_node), ray_temp_dir=str(ray_node / "ray"), min_tmp_size=0,
+                        max_age_hours=1, age_by=["mtime"], lock_file=str(tmp_path / "lock"), lock_timeout=0,
+                        containers=False, sample_seconds=0.1, scan_workers=1, metrics_dir=str(metrics),
+                        log_file=str(log), audit_log=str(tmp_path / "audit.jsonl"))
+    return ray_node, path, metrics, log
+
+
+def write_config(where, **settings):
+    path = where / "ray-maintenance.json"
+    path.write_text(json.dumps(settings))
+    return str(path)
+
+
+def edit_config(path, **changes):
+    with open(path) as handle:
+        settings = json.load(handle)
+    settings.update(changes)
+    with open(path, "w") as handle:
+        json.dump(settings, handle)
+
+
+def cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``ray-maintenance argv``."""
+    code = _cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_help_shows_commands_examples_and_exit_codes(capsys):
+    code, out, _err = cli(capsys, "--help")
+    assert code == 0
+    assert out.startswith("usage: ray-maintenance [-h] [--config FILE] [--json] [--quiet] [--no-metrics]")
+    for text in ("monitor", "check", "cleanup", "examples:", "cleanup --dry-run", "exit codes:",
+                 "3  bad input", "$RAY_MAINTENANCE_CONFIG", "metrics_dir"):
+        assert text in out
+    code, out, _err = cli(capsys, "cleanup", "--help")
+    assert code == 0
+    for flag in ("--dry-run", "--max-age-hours N", "--force", "--min-tmp-size SIZE", "--containers | --no-containers",
+                 "--quiet"):
+        assert flag in out
+    code, out, _err = cli(capsys, "check", "--help")
+    assert code == 0 and "--threshold N" in out and "--critical N" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: COMMAND"),
+    (["clean"], "invalid choice: 'clean'"),
+    (["check", "--bogus"], "unrecognized arguments: --bogus"),
+    (["check", "--threshold", "ninety"], "argument --threshold: invalid float value: 'ninety'"),
+    (["cleanup", "--max-age-hours"], "argument --max-age-hours: expected one argument"),
+])
+def test_bad_arguments_exit_3(capsys, argv, message):
+    code, out, err = cli(capsys, *argv)
+    assert code == 3 and out == ""
+    assert err.startswith("usage: ray-maintenance") and "ray-maintenance" in err and message in err
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_age": 2}, 'unknown key "max_age"; valid keys: tmp_dir, ray_temp_dir, patterns, exclude, max_age_hours'),
+    ({"max_age_hours": "two"}, 'max_age_hours "two" is not a number; for example "max_age_hours": 24'),
+    ({"containers": "yes"}, 'containers "yes" is not true or false; for example "containers": false'),
+    ({"patterns": "tmp*"}, 'patterns "tmp*" is not a list of strings'),
+    ({"scan_workers": 1.5}, "scan_workers 1.5 is not a whole number"),
+    ({"thresholds": {"warn": 85}}, 'thresholds has no level "warn"; valid: info, warning, critical'),
+    ({"thresholds": {"warning": "high"}}, 'thresholds.warning "high" is not a number'),
+    ({"max_age_hours": -1}, "max_age_hours -1 is negative; use 0 (any age) or more hours"),
+    ({"thresholds": {"warning": 97}}, "thresholds info 80.0, warning 97, critical 95.0 must increase"),
+    ({"min_tmp_size": "lots"}, "min_tmp_size 'lots' is not a size; write bytes or a size such as 5GB"),
+    ({"patterns": ["*"]}, "pattern '*' matches every name"),
+    ({"tmp_dir": "/nonexistent-rayops"}, "tmp_dir '/nonexistent-rayops' does not exist"),
+    ({"log_file": "ray.log"}, "log_file 'ray.log' is not an absolute path"),
+    ({"metrics_dir": "/nonexistent-rayops"}, "metrics_dir '/nonexistent-rayops' is not a directory; create it"),
+    ({"log_file": "/nonexistent-rayops/ray.log"}, "log_file '/nonexistent-rayops/ray.log' cannot be opened"),
+    ({"audit_log": "/nonexistent-rayops/audit.jsonl"}, "audit_log '/nonexistent-rayops/audit.jsonl' is in a "
+     "directory that does not exist; create /nonexistent-rayops or change audit_log"),
+])
+def test_bad_config_values_exit_3_naming_value_and_fix(capsys, tmp_path, settings, message):
+    settings = dict({"tmp_dir": str(tmp_path), "lock_file": str(tmp_path / "lock")}, **settings)
+    path = write_config(tmp_path, **settings)
+    code, out, err = cli(capsys, "--config", path, "check")
+    assert code == 3 and out == ""
+    assert message in err and err.startswith("ray-maintenance: ") and err.count("\n") == 1
+    assert not os.path.exists(str(tmp_path / "lock"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"tmp_dir": "/tmp",}', "is not valid JSON: Expecting property name enclosed in double quotes: line 1 column"),
+    ('["/tmp"]', "must hold a JSON object"),
+    ('{"max_age_hours": NaN}', "is not valid JSON: NaN is not a JSON number"),
+    (None, "cannot read config"),
+])
+def test_unreadable_config_exits_3(capsys, tmp_path, content, message):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = cli(capsys, "--config", str(path), "monitor")
+    assert code == 3 and out == "" and message in err and str(path) in err
+
+
+def test_config_from_the_environment(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_MAINTENANCE_CONFIG", write_config(tmp_path, bogus=1))
+    code, _out, err = cli(capsys, "check")
+    assert code == 3 and "config %s: unknown key \"bogus\"" % (tmp_path / "ray-maintenance.json") in err
+
+
+def test_a_missing_library_is_named_with_its_debian_package(capsys, monkeypatch, tmp_path):
+    path = write_config(tmp_path, tmp_dir=str(tmp_path))
+    monkeypatch.setattr(_cli, "psutil", None)
+    code, out, err = cli(capsys, "--config", path, "monitor")
+    assert code == 3 and out == ""
+    assert "the Python library psutil cannot be imported" in err and "apt-get install python3-psutil" in err
+    monkeypatch.setattr(_cli, "docker", None)
+    edit_config(path, containers=True)
+    code, _out, err = cli(capsys, "--config", path, "cleanup")
+    assert code == 3 and "psutil and docker" in err and "apt-get install python3-psutil python3-docker" in err
+    assert "or set containers: false" in err
+
+
+def used_percent(path):
+    """The used % of the filesystem holding ``path``, with room around it for the thresholds of a test."""
+    used = filesystem_of(str(path))["used_percent"]
+    assert 3 < used < 97, "the test needs room around the used percentage of %s" % path
+    return used
+
+
+@pytest.mark.parametrize("offsets, expected", [((1.0, 2.0), 0), ((-1.0, 1.0), 1), ((-2.0, -1.0), 2)])
+def test_check_exit_code_by_the_used_percent(capsys, configured, offsets, expected):
+    tmp, path, metrics, _log = configured
+    used = used_percent(tmp)
+    warning, critical = used + offsets[0], used + offsets[1]
+    code, out, _err = cli(capsys, "check", "--threshold", str(warning), "--critical", str(critical),
+                          "--config", path)
+    assert code == expected
+    assert out.startswith("%s: host %s " % (("OK", "WARNING", "CRITICAL")[expected], tmp))
+    assert "warning at %g%%, critical at %g%%" % (warning, critical) in out
+    promtool_check((metrics / USAGE_FILE).read_text())  # check measures, so it writes the usage metrics
+
+
+def test_check_takes_the_config_thresholds(capsys, configured):
+    tmp, path, _metrics, _log = configured
+    used = used_percent(tmp)
+    edit_config(path, thresholds={"info": used - 3, "warning": used - 2, "critical": used + 2})
+    code, out, _err = cli(capsys, "--config", path, "--quiet", "check")
+    assert code == 1 and out == ""
+    code, out, err = cli(capsys, "--config", path, "check", "--critical", str(used - 2.5))
+    assert code == 3 and out == "" and "must be below --critical" in err  # the config's warning is above it
+    code, out, _err = cli(capsys, "--config", path, "--json", "check", "--threshold", "0", "--critical",
+                          str(used - 1))
+    report = json.loads(out)
+    assert code == 2 and report["check"] == {"status": "critical", "target": "host", "path": str(tmp),
+                                             "used_percent": report["filesystem"]["used_percent"],
+                                             "warning": 0.0, "critical": used - 1}
+
+
+def table(lines, header):
+    """The rows of the table whose header starts with ``header``: lists of cells."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start:]:
+        if not line:
+            break
+        rows.append(re.split(r"\s{2,}", line))
+    return rows
+
+
+def test_monitor_table_and_json_tell_the_same(capsys, configured):
+    tmp, path, metrics, _log = configured
+    code, out, err = cli(capsys, "--config", path, "monitor")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("%s " % tmp) and lines[0].endswith("; idle")
+    assert "Ray sessions: 1 live, 2 stale; node role worker" in lines
+    spilled = du_bytes(str(tmp / "ray" / STALE / "ray_spilled_objects_n"))
+    assert "%s in %s; %s scanned (with the Ray temp roots and the uv cache)" % (
+        format_bytes(du_bytes(str(tmp))), tmp, format_bytes(du_bytes(str(tmp)))) in lines
+    code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
+    report = json.loads(out)
+    assert code == 0 and report["tmp_bytes"] == du_bytes(str(tmp))
+    assert report["categories"]["spilled_objects"]["bytes"] == spilled
+    assert [s["name"] for s in report["sessions"] if s["live"]] == [LIVE]
+    assert report["activity"]["busy"] is False and report["containers"] == []
+    assert table(lines, "CATEGORY")[:len(CATEGORIES) + 1] == [["CATEGORY", "BYTES", "FILES"]] + [
+        [name, format_bytes(report["categories"][name]["bytes"]), str(report["categories"][name]["files"])]
+        for name in CATEGORIES]
+    assert table(lines, "FILESYSTEM")[1] == [str(tmp), mountpoint_of(str(tmp)), format_bytes(
+        report["filesystem"]["total_bytes"]), "%.1f%%" % report["filesystem"]["used_percent"], format_bytes(
+        report["filesystem"]["free_bytes"]), report["level"]]
+    text = (metrics / USAGE_FILE).read_text()
+    promtool_check(text)
+    assert series(samples(text), "rayops_ray_tmp_bytes", **HOST) == du_bytes(str(tmp))
+    assert sorted(os.listdir(str(metrics))) == [USAGE_FILE]  # monitor does not clean: no cleanup file
+
+
+def test_no_metrics_writes_none(capsys, configured):
+    _tmp, path, metrics, _log = configured
+    assert cli(capsys, "monitor", "--no-metrics", "--quiet", "--config", path) == (0, "", "")
+    assert os.listdir(str(metrics)) == []
+
+
+def test_dry_run_changes_nothing_and_says_what_would_go(capsys, configured, tmp_path):
+    tmp, path, metrics, log = configured
+    before = tree_digest(str(tmp))
+    code, out, err = cli(capsys, "--config", path, "cleanup", "--dry-run")
+    assert code == 0 and err == ""
+    assert tree_digest(str(tmp)) == before
+    assert os.listdir(str(metrics)) == [] and not os.path.exists(str(tmp_path / "audit.jsonl"))
+    lines = out.splitlines()
+    assert lines[0] == "dry run: nothing was removed; this is what would go"
+    assert lines[1].startswith("host (host): cleaned, would free ")
+    assert "  would remove %s" % (tmp / "ray_tmp_1") in lines and "  would remove %s" % (tmp / "ray" / STALE) in lines
+    assert "  would remove %s" % (tmp / "tmpfresh") not in lines
+    assert log.read_text().splitlines()[-1].split(" INFO ")[1].startswith("cleanup exit 0 in ")
+    assert "dry run, done, would free" in log.read_text()
+
+
+def test_cleanup_removes_old_matching_entries_and_writes_metrics(capsys, configured, tmp_path):
+    tmp, path, metrics, log = configured
+    before, entries = du_bytes(str(tmp)), count_entries(tmp)
+    assert cli(capsys, "--config", path, "cleanup", "--quiet") == (0, "", "")  # as cron runs it
+    assert sorted(os.listdir(str(tmp))) == ["ray", "tmpfresh", "unrelated"]
+    assert sorted(os.listdir(str(tmp / "ray"))) == [LIVE]
+    assert os.listdir(str(tmp / "ray" / LIVE / "logs" / "old")) == ["worker-new.out"]
+    freed = before - du_bytes(str(tmp))
+    cleanup = samples((metrics / CLEANUP_FILE).read_text())
+    promtool_check((metrics / CLEANUP_FILE).read_text())
+    assert series(cleanup, "rayops_ray_cleanup_freed_bytes", **HOST) == freed
+    assert series(cleanup, "rayops_ray_cleanup_removed_entries", **HOST) == entries - count_entries(tmp)
+    assert series(cleanup, "rayops_ray_cleanup_target_status", status="cleaned", **HOST) == 1
+    assert cleanup["rayops_ray_cleanup_success"] == {frozenset(): 1}
+    usage = samples((metrics / USAGE_FILE).read_text())  # measured after the cleanup
+    assert series(usage, "rayops_ray_tmp_bytes", **HOST) == du_bytes(str(tmp))
+    assert series(usage, "rayops_ray_sessions", state="stale", **HOST) == 0
+    assert sorted(os.listdir(str(metrics))) == [CLEANUP_FILE, USAGE_FILE]
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert sum(line["bytes"] for line in audit) == freed
+    logged = [line.split(" INFO ", 1)[1] for line in log.read_text().splitlines()]
+    assert logged[0].startswith("cleanup target host (host): cleaned, freed %s, " % format_bytes(freed))
+    assert logged[1].startswith("cleanup exit 0 in ") and logged[1].endswith(
+        ": done, freed %s: host cleaned" % format_bytes(freed))
+    assert len(logged) == 2
+    code, out, _err = cli(capsys, "--config", path, "--json", "cleanup")
+    again = json.loads(out)
+    assert code == 0 and again["freed_bytes"] == 0 and again["targets"][0]["status"] == "cleaned"
+
+
+def test_flags_win_over_the_config(capsys, configured):
+    tmp, path, _metrics, _log = configured
+    before = tree_digest(str(tmp))
+    code, out, _err = cli(capsys, "--config", path, "cleanup", "--min-tmp-size", "1TB")
+    assert code == 0 and out.startswith("host (host): skipped_below_threshold; tmp ")
+    code, out, _err = cli(capsys, "--config", path, "cleanup", "--max-age-hours", "5")
+    assert code == 0 and "  removed " not in out and "freed 0 B in total" in out  # all is 3 hours old
+    assert tree_digest(str(tmp)) == before
+    code, out, _err = cli(capsys, "--config", path, "cleanup", "--min-tmp-size", "1 TB?")
+    assert code == 3 and out == ""
+
+
+def test_a_locked_out_cleanup_exits_1_and_reports_failure(capsys, configured, tmp_path):
+    tmp, path, metrics, _log = configured
+    before = tree_digest(str(tmp))
+    with open(str(tmp_path / "lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another cleanup is running
+        code, out, err = cli(capsys, "--config", path, "cleanup", "--quiet")
+    assert code == 1 and out == ""
+    assert err == "ray-maintenance: cleanup skipped: another cleanup holds %s (waited 0s)\n" % (tmp_path / "lock")
+    assert tree_digest(str(tmp)) == before
+    cleanup = samples((metrics / CLEANUP_FILE).read_text())
+    assert cleanup["rayops_ray_cleanup_success"] == {frozenset(): 0}
+    assert "rayops_ray_cleanup_target_status" not in cleanup
+    assert not os.path.exists(str(metrics / USAGE_FILE))  # the run holding the lock writes it
+
+
+def test_a_cleanup_that_fails_exits_1_with_success_0(capsys, configured, tmp_path):
+    _tmp, path, metrics, log = configured
+    write(str(tmp_path / "a-file"), 1)
+    edit_config(path, lock_file=str(tmp_path / "a-file" / "lock"))  # its directory cannot be made
+    code, out, err = cli(capsys, "--config", path, "--json", "cleanup")
+    assert code == 1 and json.loads(out)["failed"] is True
+    assert err.startswith("ray-maintenance: cleanup failed: [Errno 17] File exists")
+    assert samples((metrics / CLEANUP_FILE).read_text())["rayops_ray_cleanup_success"] == {frozenset(): 0}
+    assert "Traceback" in log.read_text()  # the details go to the log
+
+
+def test_the_log_is_reopened_when_logrotate_moves_it(capsys, configured):
+    _tmp, path, _metrics, log = configured
+    rotated = str(log) + ".1"
+
+    class Rotate(logging.Handler):
+        """Moves the log away before the second line, as logrotate would mid-run."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def emit(self, record):
+            self.seen += 1
+            if self.seen == 2:
+                os.rename(str(log), rotated)
+
+    rotate = Rotate()
+    _cli.LOGGER.handlers.insert(0, rotate)  # before the CLI's own handler
+    try:
+        assert cli(capsys, "--config", path, "cleanup", "--quiet") == (0, "", "")
+    finally:
+        _cli.LOGGER.removeHandler(rotate)
+    with open(rotated) as handle:
+        assert [" INFO cleanup target host (host): " in line for line in handle] == [True]
+    with open(str(log)) as handle:
+        assert [" INFO cleanup exit 0 in " in line for line in handle] == [True]
+    assert not any(isinstance(handler, logging.handlers.WatchedFileHandler) for handler in _cli.LOGGER.handlers)
+
+
+def test_hostile_tmp_dir_is_printed_and_logged_on_one_line(capsys, sandbox, tmp_path):
+    hostile = os.path.join(os.fsencode(str(tmp_path)), b"a\nb\xff")
+    write(os.fsdecode(os.path.join(hostile, b"tmp1")), 4096)
+    metrics, log = tmp_path / "metrics", tmp_path / "log"
+    metrics.mkdir()
+    path = write_config(tmp_path, tmp_dir=os.fsdecode(hostile), ray_temp_dir=os.fsdecode(hostile) + "/ray",
+                        scan_workers=1, metrics_dir=str(metrics), log_file=str(log), sample_seconds=0.1)
+    code, out, _err = cli(capsys, "--config", path, "monitor")
+    assert code == 0 and out.splitlines()[0].startswith("%s/a\\nb\\xff " % tmp_path)
+    assert len(log.read_text().splitlines()) == 1
+    promtool_check((metrics / USAGE_FILE).read_text())
+    code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
+    assert json.loads(out)["tmp_dir"] == os.fsdecode(hostile)
