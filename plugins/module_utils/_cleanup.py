@@ -206,11 +206,13 @@ class Cleanup:
             reason = "another cleanup holds %s (waited %gs)" % (self.options.lock_file, self.options.lock_timeout)
             return {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": reason, "targets": [],
                     "docker_prune": None, "containers_error": None}
-        self.audit = AuditLog(None if self.check_mode else self.options.audit_log)
         try:
-            return self._run()
+            self.audit = AuditLog(None if self.check_mode else self.options.audit_log)
+            try:
+                return self._run()
+            finally:
+                self.audit.close()
         finally:
-            self.audit.close()
             lock.release()
 
     def _run(self) -> dict:
@@ -233,6 +235,10 @@ class Cleanup:
         targets = [self._clean("host", "host", host, usage, activity.get(None), None)] if self.options.host else []
         inner = dataclasses.replace(usage, ray_temp_dir=None)
         for container in containers:
+            if container.status != "running":
+                targets.append(self._entry(container.name, "container", "skipped_not_running",
+                                           "container is %s" % container.status))
+                continue
             try:
                 target = container_target(container)
             except LookupError as exc:

@@ -87,6 +87,8 @@ def measure_container(container, options, psutil, activity=None) -> dict:
              "tmp_bytes": None, "error": None}
     if activity is not None:
         entry["activity"] = activity
+    if container.status != "running":
+        return entry  # a stopped container's /tmp cannot be reached; its status says why
     try:
         target = container_target(container)
         report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()

@@ -200,7 +200,8 @@ targets:
       description: C(host) or C(container).
       type: str
     status:
-      description: C(cleaned), C(skipped_active), C(skipped_below_threshold) or C(error).
+      description: C(cleaned), C(skipped_active), C(skipped_below_threshold), C(skipped_not_running) (a stopped
+        container) or C(error).
       type: str
     reason:
       description: Why it was skipped, failed, or cleaned while busy; else null.
