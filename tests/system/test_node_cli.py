@@ -22,39 +22,43 @@ import time
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from ansible_collections.rayops.disk.tests.system.conftest import REPO, run_ansible
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import promtool_check, samples
 
 IMAGE = "rayops-test/busybox:latest"
-PROMTOOL = shutil.which("promtool") or "/usr/local/bin/promtool"
-MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                            "plugins", "module_utils")
-WRAPPER = """#!/usr/bin/env python3
-import sys
-sys.path.insert(0, %r)
-from ansible_collections.rayops.disk.plugins.module_utils._cli import main
-sys.exit(main())
-"""
+MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
+TEMPLATE = os.path.join(REPO, "roles", "ray_cleanup", "templates", "ray-maintenance.j2")
+
+
+def install(where, venv):
+    """The CLI as the role installs it: module_utils in a lib dir, and the role's own wrapper, rendered by Ansible.
+
+    The wrapper runs ``<venv>/bin/python``, as with ``ray_cleanup_install_method: venv``.
+    """
+    lib = os.path.join(str(where), "lib")
+    target = os.path.join(lib, "ansible_collections", "rayops", "disk", "plugins", "module_utils")
+    os.makedirs(target)
+    for path in glob.glob(os.path.join(MODULE_UTILS, "_*.py")):
+        shutil.copy(path, target)
+    wrapper = os.path.join(str(where), "ray-maintenance")
+    variables = {"ray_cleanup_install_method": "venv", "ray_cleanup_venv_path": str(venv), "ray_cleanup_lib_dir": lib}
+    proc = run_ansible("ansible", "localhost", "-m", "ansible.builtin.template", "-a",
+                       json.dumps({"src": TEMPLATE, "dest": wrapper, "mode": "0755"}), "-e", json.dumps(variables))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return wrapper
 
 
 @pytest.fixture
 def installed(tmp_path):
-    """The path of the wrapper script, over a copy of module_utils in a lib dir."""
-    lib = tmp_path / "lib"
-    target = lib / "ansible_collections" / "rayops" / "disk" / "plugins" / "module_utils"
-    target.mkdir(parents=True)
-    for path in glob.glob(os.path.join(MODULE_UTILS, "*.py")):
-        shutil.copy(path, str(target))
-    wrapper = tmp_path / "ray-maintenance"
-    wrapper.write_text(WRAPPER % str(lib))
-    wrapper.chmod(0o755)
-    return str(wrapper)
+    """The installed CLI, run by this test run's venv (psutil and docker present)."""
+    return install(tmp_path / "node", sys.prefix)
 
 
-def run(wrapper, *args, python=sys.executable, flags=()):
-    """Run the installed CLI with ``python``; the environment has no PYTHONPATH (nothing from the repo)."""
+def run(wrapper, *args):
+    """Run the installed CLI; the environment has no PYTHONPATH (nothing from the repo)."""
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "RAY_MAINTENANCE_CONFIG")}
-    proc = subprocess.run([python] + list(flags) + [wrapper] + list(args), env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run([wrapper] + list(args), env=env, capture_output=True, text=True, timeout=300, check=False)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 
@@ -63,10 +67,8 @@ def metrics_of(path):
     """``{(name, frozenset(labels)): value}`` of a metrics file that promtool accepts."""
     with open(path) as handle:
         text = handle.read()
-    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
-    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    promtool_check(text)
+    return {(name, labels): value for name, found in samples(text).items() for labels, value in found.items()}
 
 
 def write_config(where, **settings):
@@ -85,7 +87,7 @@ def test_help_and_bad_input_exit_codes(installed):
 
 
 def test_no_ansible_is_imported(installed, tmp_path):
-    lib = str(tmp_path / "lib")
+    lib = str(tmp_path / "node" / "lib")
     code = ("import sys; sys.path.insert(0, %r); "
             "import ansible_collections.rayops.disk.plugins.module_utils._cli; "
             "print(sorted(m for m in sys.modules if m == 'ansible' or m.startswith('ansible.')))" % lib)
@@ -94,9 +96,14 @@ def test_no_ansible_is_imported(installed, tmp_path):
     assert proc.stdout == "[]\n"
 
 
-def test_without_psutil_it_names_the_debian_package(installed, tmp_path):
+def test_without_psutil_it_names_the_debian_package(tmp_path):
+    bare = tmp_path / "bare-venv" / "bin" / "python"
+    bare.parent.mkdir(parents=True)
+    bare.write_text("#!/bin/sh\nexec %s -S \"$@\"\n" % sys.executable)  # -S: no site-packages, so no psutil
+    bare.chmod(0o755)
+    wrapper = install(tmp_path / "node", tmp_path / "bare-venv")
     config = write_config(tmp_path, tmp_dir=str(tmp_path))
-    proc = run(installed, "--config", config, "monitor", flags=["-S"])  # -S: no site-packages, so no psutil
+    proc = run(wrapper, "--config", config, "monitor")
     assert proc.returncode == 3 and proc.stdout == ""
     assert "the Python library psutil cannot be imported" in proc.stderr
     assert "apt-get install python3-psutil" in proc.stderr

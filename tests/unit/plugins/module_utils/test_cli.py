@@ -23,8 +23,7 @@ from ansible_collections.rayops.disk.plugins.module_utils import _cli
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import CLEANUP_FILE, USAGE_FILE, mountpoint_of
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, filesystem_of, format_bytes
 from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, tree_digest, write
-from ansible_collections.rayops.disk.tests.unit.plugins.module_utils import test_metrics as shared
-from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_metrics import (
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     LIVE,
     STALE,
     count_entries,
@@ -33,8 +32,6 @@ from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_metric
     series,
 )
 
-sandbox = shared.sandbox  # the fixtures of test_metrics, shared: a sandbox node, a tree on it
-ray_node = shared.ray_node
 HOST = {"target": "host", "kind": "host"}
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import stat
 import subprocess
 import threading
@@ -21,9 +20,7 @@ import threading
 import docker
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.rayops.disk.plugins.module_utils import _cleanup, _usage
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
@@ -37,66 +34,14 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
 )
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, UsageOptions, collect_usage
 from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, write
-from ansible_collections.rayops.disk.tests.unit.plugins.modules.test_ray_worker_cleanup import aged
-
-PROMTOOL = shutil.which("promtool") or "/usr/local/bin/promtool"
-STALE = "session_2026-11-20_10-00-00_000001_11"
-LIVE = "session_2026-11-22_10-00-00_000002_22"
-OTHER = "session_2026-11-21_10-00-00_000003_33"
-
-
-def promtool_check(text):
-    """``promtool check metrics`` on the text: it must pass with nothing to say."""
-    proc = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", ""), text
-
-
-def samples(text):
-    """``{metric name: {frozenset of label items: value}}`` as Prometheus' parser reads the text."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return found
-
-
-def series(found, name, **labels):
-    """The value of the one series of ``name`` with exactly ``labels``."""
-    return found[name][frozenset(labels.items())]
-
-
-def make_tree(tmp):
-    """A tmp dir: litter, a stale and a fresh Ray session, a live one; all old but what is said fresh."""
-    write(str(tmp / "ray_tmp_1" / "pkg.zip"), 65536)
-    write(str(tmp / "pip-unpack-2" / "wheel"), 16384)
-    write(str(tmp / "tmpq1"), 4096)
-    write(str(tmp / "unrelated" / "data"), 8192)
-    write(str(tmp / "ray" / STALE / "ray_spilled_objects_n" / "obj"), 81920)
-    write(str(tmp / "ray" / STALE / "logs" / "raylet.out"), 4096)
-    write(str(tmp / "ray" / LIVE / "logs" / "old" / "worker-old.out"), 8192)
-    write(str(tmp / "ray" / LIVE / "logs" / "raylet.out"), 4096)
-    write(str(tmp / "ray" / OTHER / "logs" / "raylet.out"), 4096)
-    aged(str(tmp))  # 3 hours
-    write(str(tmp / "tmpfresh" / "x"), 4096)
-    write(str(tmp / "ray" / LIVE / "logs" / "old" / "worker-new.out"), 4096)
-    return tmp
-
-
-@pytest.fixture
-def sandbox(node, monkeypatch, tmp_path):
-    """This process measures and cleans the sandbox node as its host; no uv cache."""
-    monkeypatch.setattr(_usage, "host_target", lambda: node.target)
-    monkeypatch.setattr(_cleanup, "host_target", lambda: node.target)
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "no-uv"))
-    return node
-
-
-@pytest.fixture
-def ray_node(sandbox, tmp_path):
-    """The sandbox with a tree in ``tmp_path/tmp`` whose LIVE session a stand-in raylet names."""
-    tmp = make_tree(tmp_path / "tmp")
-    sandbox.spawn("raylet", "--session_dir=%s" % (tmp / "ray" / LIVE), "--temp_dir=%s" % (tmp / "ray"))
-    return tmp
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
+    LIVE,
+    STALE,
+    count_entries,
+    promtool_check,
+    samples,
+    series,
+)
 
 
 def report_of(tmp, **options):
@@ -213,11 +158,6 @@ def test_docker_down_is_containers_up_0_not_a_host_error(ray_node):
     found = samples(usage_text(report))
     assert found["rayops_ray_containers_up"] == {frozenset(): 0}
     assert series(found, "rayops_ray_usage_errors", target="host", kind="host") == 0
-
-
-def count_entries(path):
-    """Files, dirs and links below ``path``."""
-    return sum(len(dirnames) + len(filenames) for _dirpath, dirnames, filenames in os.walk(str(path)))
 
 
 def run_cleanup(tmp, **options):

@@ -22,19 +22,11 @@ import time
 import pytest
 
 from ansible_collections.rayops.disk.plugins.modules import ray_worker_cleanup
-from ansible_collections.rayops.disk.tests.unit.conftest import tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.conftest import aged, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
 
 STALE = "session_2026-11-20_10-00-00_000001_11"
 LIVE = "session_2026-11-22_10-00-00_000002_22"
-
-
-def aged(path, hours=3.0):
-    then = time.time() - hours * 3600
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        for name in dirnames + filenames:
-            os.utime(os.path.join(dirpath, name), (then, then), follow_symlinks=False)
-    os.utime(path, (then, then))
 
 
 @pytest.fixture
