@@ -321,7 +321,17 @@ class Cleanup:
         return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
 
     def _prune(self) -> dict:
-        """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode."""
+        """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode.
+
+        A failure (the daemon gone, an API error) is reported in ``error``: the cleanup itself stands.
+        """
+        try:
+            return self._prune_now()
+        except Exception as exc:  # DockerUnavailable, or the SDK's APIError and requests' errors alike
+            return {"changed": False, "reclaimed_bytes": 0, "containers": 0, "images": 0, "build_cache": 0,
+                    "error": "docker prune failed: %s" % exc}
+
+    def _prune_now(self) -> dict:
         from ansible_collections.rayops.disk.plugins.module_utils._containers import docker_client
 
         client = docker_client(self.docker, self.options.docker_host)
@@ -334,7 +344,7 @@ class Cleanup:
             reclaim = (sum(c.get("SizeRw") or 0 for c in stopped) + sum(i.get("Size") or 0 for i in dangling)
                        + sum(b.get("Size") or 0 for b in cache))
             return {"changed": bool(stopped or dangling or cache), "reclaimed_bytes": reclaim,
-                    "containers": len(stopped), "images": len(dangling), "build_cache": len(cache)}
+                    "containers": len(stopped), "images": len(dangling), "build_cache": len(cache), "error": None}
         containers = client.containers.prune()
         images = client.images.prune(filters={"dangling": True})
         builds = client.api.prune_builds()
@@ -342,4 +352,4 @@ class Cleanup:
         counts = {"containers": len(containers.get("ContainersDeleted") or []),
                   "images": len(images.get("ImagesDeleted") or []),
                   "build_cache": len(builds.get("CachesDeleted") or [])}
-        return dict(counts, changed=bool(reclaim or any(counts.values())), reclaimed_bytes=reclaim)
+        return dict(counts, changed=bool(reclaim or any(counts.values())), reclaimed_bytes=reclaim, error=None)

@@ -496,7 +496,7 @@ def cmd_cleanup(run: Run) -> tuple:
         result = Cleanup(cleanup_options(run.config), psutil, docker, check_mode=dry_run).run()
     except UsageError:
         raise
-    except Exception as exc:  # a lock or audit file that cannot be opened, Docker failing mid-prune
+    except Exception as exc:  # a lock or audit file that cannot be opened
         return _cleanup_failed(run, exc, time.monotonic() - started)
     duration = time.monotonic() - started
     for target in result["targets"]:
@@ -505,6 +505,8 @@ def cmd_cleanup(run: Run) -> tuple:
         run.problem("cleanup %s: %s" % (result["status"], result["reason"]))
     elif result["containers_error"]:
         run.problem(result["containers_error"])
+    if (result["docker_prune"] or {}).get("error"):
+        run.problem(result["docker_prune"]["error"])
     for target in result["targets"]:
         if target["status"] == "error":
             run.problem("%s: %s" % (target["name"], target["reason"]))

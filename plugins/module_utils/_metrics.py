@@ -128,8 +128,9 @@ def usage_text(report: dict, now: Optional[float] = None) -> str:
 
 
 def cleanup_succeeded(result: Optional[dict]) -> bool:
-    """Whether a cleanup ran (not locked out, not failed) and no target had an error."""
+    """Whether a cleanup ran (not locked out, not failed), no target had an error and a prune did not fail."""
     return bool(result) and result["status"] == "done" and not result["containers_error"] and \
+        not (result["docker_prune"] or {}).get("error") and \
         all(target["status"] != "error" for target in result["targets"])
 
 

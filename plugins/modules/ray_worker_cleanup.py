@@ -244,7 +244,7 @@ targets:
       type: dict
 docker_prune:
   description: With O(docker_prune=true), what was pruned (C(containers), C(images), C(build_cache) counts and
-    C(reclaimed_bytes)); else null.
+    C(reclaimed_bytes)), and C(error) when the prune failed (the cleanup itself stands, with a warning); else null.
   returned: always
   type: dict
 containers_error:
@@ -309,8 +309,9 @@ def main():
         result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
     except UsageError as exc:
         module.fail_json(msg=str(exc))
-    if result["containers_error"]:
-        module.warn(result["containers_error"])
+    for problem in (result["containers_error"], (result["docker_prune"] or {}).get("error")):
+        if problem:
+            module.warn(problem)
     if module._diff:
         result["diff"] = diff_of(result)
     module.exit_json(**result)

@@ -325,6 +325,21 @@ def test_a_cleanup_that_fails_exits_1_with_success_0(capsys, configured, tmp_pat
     assert "Traceback" in log.read_text()  # the details go to the log
 
 
+def test_a_failed_docker_prune_keeps_the_cleanup_and_exits_1(capsys, configured, tmp_path):
+    tmp, path, metrics, _log = configured
+    edit_config(path, docker_prune=True, docker_host="unix://%s/no-docker.sock" % tmp_path)
+    code, out, err = cli(capsys, "--config", path, "--json", "cleanup")
+    result = json.loads(out)
+    assert code == 1 and result["targets"][0]["status"] == "cleaned" and result["freed_bytes"] > 0
+    assert result["docker_prune"]["error"].startswith("docker prune failed: cannot reach the Docker daemon")
+    assert err.startswith("ray-maintenance: docker prune failed: cannot reach the Docker daemon at unix://%s"
+                          % tmp_path)
+    cleanup = samples((metrics / CLEANUP_FILE).read_text())
+    assert cleanup["rayops_ray_cleanup_success"] == {frozenset(): 0}
+    assert series(cleanup, "rayops_ray_cleanup_freed_bytes", **HOST) == result["freed_bytes"]
+    assert not os.path.exists(str(tmp / "ray_tmp_1"))
+
+
 def test_the_log_is_reopened_when_logrotate_moves_it(capsys, configured):
     _tmp, path, _metrics, log = configured
     rotated = str(log) + ".1"

@@ -155,6 +155,18 @@ def test_unreachable_docker_still_cleans_the_host(run_module, node):
     assert result["targets"][0]["status"] == "cleaned" and result["changed"] is True
 
 
+def test_a_failed_docker_prune_is_a_warning_and_the_cleanup_stands(run_module, node, monkeypatch):
+    warned = []
+    monkeypatch.setattr(ray_worker_cleanup.AnsibleModule, "warn", lambda _module, text: warned.append(text))
+    socket_path = str(node.parent / "no-docker.sock")
+    result = run_module(ray_worker_cleanup.main, args_for(node, docker_prune=True, docker_host="unix://" + socket_path))
+    assert result.get("failed") is not True
+    assert result["docker_prune"]["error"].startswith("docker prune failed: cannot reach the Docker daemon at unix://"
+                                                      + socket_path)
+    assert warned == [result["docker_prune"]["error"]]
+    assert result["targets"][0]["status"] == "cleaned" and result["changed"] is True
+
+
 def test_missing_docker_sdk_only_matters_for_containers_or_prune(run_module, node, monkeypatch):
     monkeypatch.setattr(ray_worker_cleanup, "docker", None)
     for extra in ({"containers": True}, {"docker_prune": True}):
