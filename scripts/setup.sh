@@ -7,8 +7,11 @@
 #   - promtool (only the binary, out of Debian's prometheus package) in /usr/local/bin
 #   - Docker engine (dockerd in the background, no systemd needed)
 #   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
-#     rayops-test/debian-python:bookworm (Debian minbase with python3, cron, logrotate)
+#     rayops-test/debian-python:bookworm-2 (Debian minbase with python3, python3-venv, cron,
+#     logrotate; the tag changes when its package list does)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
+#   - wheels of psutil and docker (and what docker needs) in /var/cache/rayops-disk/wheels, for
+#     the role's venv install method in molecule's `venv` scenario (no index inside containers)
 #   - community.docker and ansible.posix (molecule's driver, the docker connection) out of PyPI's
 #     `ansible` wheel, cached in /var/cache/rayops-disk
 #   - offline pip bootstrap script for ansible-test in ~/.ansible/test/cache/
@@ -22,7 +25,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 REQS="$REPO/requirements/dev.txt"
 IMAGE="rayops-test/busybox:latest"
-PY_IMAGE="rayops-test/debian-python:bookworm"
+PY_IMAGE="rayops-test/debian-python:bookworm-2"
 CACHE=/var/cache/rayops-disk
 ANSIBLE_WHEEL="ansible-12.3.0-py3-none-any.whl"  # bundles community.docker 4.8.5
 DOCKERD_LOG="/var/log/dockerd-rayops.log"
@@ -172,7 +175,7 @@ else
     log "image: building $PY_IMAGE with mmdebstrap (about a minute)"
     mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
     mmdebstrap --quiet --variant=minbase \
-        --include=python3,python3-apt,python3-psutil,python3-docker,cron,logrotate,procps \
+        --include=python3,python3-apt,python3-venv,python3-psutil,python3-docker,cron,logrotate,procps \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         bookworm - "deb ${mirror:-http://deb.debian.org/debian} bookworm main" |
@@ -261,6 +264,21 @@ if [ "$(readlink "$link_dir/disk" 2>/dev/null || true)" != "../../../.." ]; then
     ln -s ../../../.. "$link_dir/disk"
     log "collections: linked $link_dir/disk -> $REPO"
 fi
+# Wheels for the role's venv method, installed in a test container with --no-index
+wheels="$CACHE/wheels"
+want_wheels="$(grep -E '^(psutil|docker)==' "$REQS" | sort | tr '\n' ' ')"
+if [ "$(cat "$wheels/.pins" 2>/dev/null || true)" = "$want_wheels" ]; then
+    log "wheels: present in $wheels"
+else
+    rm -rf "$wheels"
+    mkdir -p "$wheels"
+    # shellcheck disable=SC2086  # one argument per pin
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$wheels" \
+        $want_wheels 2>&1 | { grep -v "is neither a file" || true; }
+    echo "$want_wheels" >"$wheels/.pins"
+    log "wheels: downloaded $want_wheels to $wheels"
+fi
+
 # community.docker (molecule's driver, the docker connection) and ansible.posix (molecule's
 # create playbook) without Galaxy: out of the `ansible` wheel from PyPI (cached)
 coll_dir="$REPO/.build/collections/ansible_collections/community"

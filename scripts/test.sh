@@ -56,7 +56,7 @@ stage galaxy-build ansible-galaxy collection build --force --output-path .build/
 stage sanity in_test_copy ansible-test sanity --python 3.11 --color no
 stage units in_test_copy ansible-test units --python 3.11 --local --color no
 stage integration in_test_copy ansible-test integration --python 3.11 --local --color no
-stage molecule molecule test
+stage molecule molecule test --all
 stage pytest pytest -p no:cacheprovider -ra tests/unit tests/system "$@"
 
 echo

@@ -21,7 +21,7 @@ import pytest
 from ansible_collections.rayops.disk.tests.system.conftest import run_ansible
 
 PLAYBOOK = "playbooks/ray_cleanup_now.yml"
-IMAGE = "rayops-test/debian-python:bookworm"
+IMAGE = "rayops-test/debian-python:bookworm-2"
 OLD_LITTER = {"ray_tmp_1/pkg.zip": 4 << 20, "pip-build-2/setup.py": 1 << 20, "tmpk2/x": 4096,
               "keep-me/data": 65536}  # keep-me matches no pattern
 SIZE_UNITS = {"Bytes": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}

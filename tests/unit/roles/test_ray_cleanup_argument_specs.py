@@ -36,9 +36,9 @@ def without_tags(node):
 
 
 def used_variables():
-    """Every ``ray_cleanup_*`` name the role's tasks, handlers and templates mention."""
+    """Every ``ray_cleanup_*`` name the role's tasks, handlers, templates and internal vars mention."""
     found = set()
-    for folder in ("tasks", "handlers", "templates"):
+    for folder in ("tasks", "handlers", "templates", "vars"):
         for name in os.listdir(os.path.join(ROLE, folder)):
             with open(os.path.join(ROLE, folder, name)) as handle:
                 text = handle.read()
