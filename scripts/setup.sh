@@ -8,7 +8,8 @@
 #   - Docker engine (dockerd in the background, no systemd needed)
 #   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
 #     rayops-test/debian-python:bookworm-2 (Debian minbase with python3, python3-venv, cron,
-#     logrotate; the tag changes when its package list does)
+#     logrotate; the tag changes when its package list does), and rayops-test/debian-bare:bookworm
+#     (python3 only: a fresh node for molecule's `fresh` scenario)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
 #   - wheels of psutil and docker (and what docker needs) in /var/cache/rayops-disk/wheels, for
 #     the role's venv install method in molecule's `venv` scenario (no index inside containers)
@@ -26,6 +27,7 @@ VENV="$REPO/.venv"
 REQS="$REPO/requirements/dev.txt"
 IMAGE="rayops-test/busybox:latest"
 PY_IMAGE="rayops-test/debian-python:bookworm-2"
+BARE_IMAGE="rayops-test/debian-bare:bookworm"
 CACHE=/var/cache/rayops-disk
 ANSIBLE_WHEEL="ansible-12.3.0-py3-none-any.whl"  # bundles community.docker 4.8.5
 DOCKERD_LOG="/var/log/dockerd-rayops.log"
@@ -167,22 +169,28 @@ else
     log "image: $IMAGE built and verified"
 fi
 
-# A Debian image with Python for molecule and for containers as Ansible hosts.
-# The role's packages are in it already, so converging needs no mirror.
-if docker image inspect "$PY_IMAGE" >/dev/null 2>&1; then
-    log "image: $PY_IMAGE present"
-else
-    log "image: building $PY_IMAGE with mmdebstrap (about a minute)"
+# Debian images for molecule and for containers as Ansible hosts (mmdebstrap, no registry):
+# $PY_IMAGE has the role's packages already, so converging needs no mirror; $BARE_IMAGE has
+# python3 only, a fresh node for the role's dry run.
+debian_image() {
+    local tag="$1" packages="$2" probe="$3" mirror
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "image: $tag present"
+        return 0
+    fi
+    log "image: building $tag with mmdebstrap (about a minute)"
     mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-    mmdebstrap --quiet --variant=minbase \
-        --include=python3,python3-apt,python3-venv,python3-psutil,python3-docker,cron,logrotate,procps \
+    mmdebstrap --quiet --variant=minbase --include="$packages" \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         bookworm - "deb ${mirror:-http://deb.debian.org/debian} bookworm main" |
-        docker import -c 'CMD ["sleep","infinity"]' - "$PY_IMAGE" >/dev/null
-    docker run --rm --init "$PY_IMAGE" python3 -c 'import psutil, docker' || die "image $PY_IMAGE lacks python3-psutil/docker"
-    log "image: $PY_IMAGE built and verified"
-fi
+        docker import -c 'CMD ["sleep","infinity"]' - "$tag" >/dev/null
+    docker run --rm --init "$tag" python3 -c "$probe" || die "image $tag failed its check: $probe"
+    log "image: $tag built and verified"
+}
+debian_image "$PY_IMAGE" python3,python3-apt,python3-venv,python3-psutil,python3-docker,cron,logrotate,procps \
+    'import psutil, docker, venv'
+debian_image "$BARE_IMAGE" python3 'import sys'
 
 # --------------------------------------------------------------------------
 # 4. Python virtualenv
@@ -308,4 +316,4 @@ log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-tes
 dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Version}}' 2>/dev/null || echo '?')"
 av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
 rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
-log "ready: docker $dv; ansible-core $av; ray $rv; images $IMAGE $PY_IMAGE"
+log "ready: docker $dv; ansible-core $av; ray $rv; images $IMAGE $PY_IMAGE $BARE_IMAGE"

@@ -23,6 +23,7 @@ import fcntl
 import fnmatch
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -73,7 +74,7 @@ class CleanupOptions:
     docker_host: Optional[str] = None
     docker_prune: bool = False
     force: bool = False
-    lock_file: str = "/run/lock/rayops-ray-cleanup.lock"
+    lock_file: str = "/run/rayops/ray-cleanup.lock"
     lock_timeout: float = 30.0
     audit_log: Optional[str] = None
     min_tmp_bytes: int = field(default=0, init=False)
@@ -108,6 +109,40 @@ class CleanupOptions:
                             sample_seconds=self.sample_seconds, uv_cache_dir=None)
 
 
+class LockError(OSError):
+    """A lock file that is not this user's own regular file, or a lock still held after the timeout."""
+
+
+def open_lock_file(path: str, dir_fd: Optional[int] = None, directory: str = "") -> int:
+    """A descriptor of the lock file ``path`` (relative to ``dir_fd``, which is ``directory``, when given).
+
+    It is created mode 0600 when missing, never opened through a symlink.
+    ``LockError`` when it is not a regular file owned by this user: someone
+    else made it (in a directory others may write) to hold its ``flock`` forever.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+        return fd
+    os.close(fd)
+    raise LockError("lock file %s is not a regular file of this user (uid %d; its owner is uid %d): someone else "
+                    "may have made it to hold the lock forever; remove it, and keep the lock in a directory only "
+                    "uid %d can write" % (os.path.join(directory, path), os.geteuid(), info.st_uid, os.geteuid()))
+
+
+def flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, retrying for up to ``timeout`` seconds; False when still held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 class CleanupLock:
     """One cleanup per host: an exclusive ``flock`` on ``path``, waited for up to ``timeout`` seconds."""
 
@@ -115,24 +150,23 @@ class CleanupLock:
         self.path = path
         self.timeout = timeout
         self.fd: Optional[int] = None
+        self.reason: Optional[str] = None
 
     def acquire(self) -> bool:
-        """Take the lock; False when another run still holds it after the timeout."""
+        """Take the lock; False (``reason`` says why) when another run holds it or the file is not ours."""
         directory = os.path.dirname(self.path)
         if directory and not os.path.isdir(directory):
             os.makedirs(directory, mode=0o755, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    return False
-                time.sleep(0.1)
+        try:
+            self.fd = open_lock_file(self.path)
+        except LockError as exc:
+            self.reason = str(exc)
+            return False
+        if flock_within(self.fd, self.timeout):
+            return True
+        self.release()
+        self.reason = "another cleanup holds %s (waited %gs)" % (self.path, self.timeout)
+        return False
 
     def release(self) -> None:
         """Let the next run go."""
@@ -203,8 +237,7 @@ class Cleanup:
         self.options.validate()
         lock = CleanupLock(self.options.lock_file, self.options.lock_timeout)
         if not lock.acquire():
-            reason = "another cleanup holds %s (waited %gs)" % (self.options.lock_file, self.options.lock_timeout)
-            return {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": reason, "targets": [],
+            return {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": lock.reason, "targets": [],
                     "docker_prune": None, "containers_error": None}
         try:
             self.audit = AuditLog(None if self.check_mode else self.options.audit_log)

@@ -76,12 +76,13 @@ KEYS = {
     "docker_prune": ("bool", "false"),
     "force": ("bool", "false"),
     "thresholds": ("thresholds", '{"info": 80, "warning": 90, "critical": 95}'),
-    "lock_file": ("text", '"/run/lock/rayops-ray-cleanup.lock"'),
+    "lock_file": ("text", '"/run/rayops/ray-cleanup.lock"'),
     "lock_timeout": ("number", "30"),
     "audit_log": ("text?", '"/var/log/rayops/cleanup-audit.jsonl"'),
     "log_file": ("text?", '"/var/log/rayops/ray-maintenance.log"'),
     "metrics_dir": ("text?", '"/var/lib/prometheus/node-exporter"'),
     "scan_workers": ("count?", "2"),
+    "uv_cache_dir": ("text?", '"/home/apiuser/.cache/uv"'),
 }
 KIND_NAMES = {"text": "a string", "list": "a list of strings", "number": "a number", "bool": "true or false",
               "size": "a size (a string such as \"5GB\", or bytes)", "thresholds": "an object",
@@ -96,8 +97,11 @@ examples:
   ray-maintenance --config /etc/rayops/ray-maintenance.json cleanup --quiet      (cron)
 
 exit codes:
-  0  ran (check: below the warning threshold)
-  1  a target had an error, or cleanup was locked out by another run (check: warning)
+  0  ran (check: below the warning threshold); a stopped container is no error
+     (cleanup: skipped_not_running)
+  1  a target had an error, Docker could not be reached (with containers on),
+     docker prune failed, metrics could not be written, or cleanup was locked
+     out by another run (check: warning)
   2  check: critical
   3  bad input: unknown option, bad or unreadable config, missing Python library
 
@@ -171,7 +175,8 @@ def _config_path(given: Optional[str]) -> Optional[str]:
 def defaults() -> dict:
     """Every config key with its built-in default."""
     found = {f.name: f.default for f in dataclasses.fields(CleanupOptions) if f.init}
-    found.update(thresholds=UsageOptions().thresholds, scan_workers=None, log_file=None, metrics_dir=None)
+    found.update(thresholds=UsageOptions().thresholds, scan_workers=None, log_file=None, metrics_dir=None,
+                 uv_cache_dir=None)
     return found
 
 
@@ -249,9 +254,10 @@ def cleanup_options(config: dict) -> CleanupOptions:
 
 
 def usage_options(config: dict, activity: bool = False) -> UsageOptions:
-    """The usage options of a config: what cleanup measures, plus thresholds and scan_workers."""
+    """The usage options of a config: what cleanup measures, plus thresholds, scan_workers and the uv cache."""
     return dataclasses.replace(cleanup_options(config).usage_options(), thresholds=config["thresholds"],
-                               scan_workers=config["scan_workers"], activity=activity)
+                               scan_workers=config["scan_workers"], uv_cache_dir=config["uv_cache_dir"],
+                               activity=activity)
 
 
 def metrics_enabled(config: dict, args: argparse.Namespace) -> bool:
@@ -424,17 +430,28 @@ def check_limits(run: Run) -> tuple:
         if not 0 <= value <= 100:
             raise UsageError("%s %g is outside 0-100; give a percentage of the disk, for example 90" % (flag, value))
     if warning >= critical:
-        raise UsageError("--threshold %g must be below --critical %g (the warning level comes first); "
-                         "for example --threshold 90 --critical 95" % (warning, critical))
+        raise UsageError(_limits_message(run.args, warning, critical))
     return warning, critical
+
+
+def _limits_message(args: argparse.Namespace, warning: float, critical: float) -> str:
+    """Why ``warning`` (not below ``critical``) is wrong, naming the flag given and the config's value."""
+    if args.threshold is None:
+        return ("--critical %g must be above the warning threshold %g (thresholds.warning of the config); "
+                "give --threshold too, below %g" % (critical, warning, critical))
+    if args.critical is None:
+        return ("--threshold %g must be below the critical threshold %g (thresholds.critical of the config); "
+                "give --critical too, above %g" % (warning, critical, warning))
+    return ("--threshold %g must be below --critical %g (the warning level comes first); "
+            "for example --threshold 90 --critical 95" % (warning, critical))
 
 
 def cmd_check(run: Run) -> tuple:
     """Exit 0/1/2 by the worst used % of the disks holding the tmp dir; ``(exit code, summary)``."""
     warning, critical = check_limits(run)
     report, _code = run.measure()  # target errors are said; the exit code is the level
-    used = [("host", report["filesystem"])] + [(entry["name"], entry["filesystem"])
-                                               for entry in report["containers"] if not entry["error"]]
+    used = [("host", report["filesystem"])] + [(entry["name"], entry["filesystem"]) for entry in report["containers"]
+                                               if entry["tmp_bytes"] is not None]  # not stopped, no error
     target, fs = max(used, key=lambda item: item[1]["used_percent"])
     code = EXIT_CRITICAL if fs["used_percent"] >= critical else EXIT_PROBLEM if fs["used_percent"] >= warning \
         else EXIT_OK

@@ -14,17 +14,18 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._cleanup import LockError, flock_within, open_lock_file
 from ansible_collections.rayops.disk.plugins.module_utils._scan import display_path
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, LEVELS
 
 USAGE_FILE = "rayops_ray_usage.prom"
 CLEANUP_FILE = "rayops_ray_cleanup.prom"
+LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
 
 
 @dataclass
@@ -139,7 +140,8 @@ def cleanup_families(result: Optional[dict], duration: float, finished: float) -
     fams = {name: Family("rayops_ray_cleanup_" + name, text) for name, text in (
         ("last_run_timestamp_seconds", "When the last cleanup finished (Unix time)."),
         ("duration_seconds", "How long the last cleanup took."),
-        ("success", "1 when the last cleanup ran and no target had an error, else 0."),
+        ("success", "1 when the last cleanup ran, no target had an error, Docker answered (with containers on) "
+         "and docker prune did not fail, else 0."),
         ("freed_bytes", "Bytes the last cleanup freed on the target."),
         ("removed_entries", "Entries the last cleanup removed on the target."),
         ("target_status", "The target's status in the last cleanup (always 1)."),
@@ -163,18 +165,26 @@ def cleanup_text(result: Optional[dict], duration: float, finished: Optional[flo
     return render(cleanup_families(result, duration, time.time() if finished is None else finished))
 
 
-def write_textfile(directory: str, name: str, text: str) -> str:
+def write_textfile(directory: str, name: str, text: str, lock_timeout: float = 30.0) -> str:
     """Write ``directory/name`` atomically, mode 0644; return its path.
 
     The text goes to ``.<name>.tmp`` (ignored by node_exporter), is flushed to
     disk and renamed over ``name``: a scrape sees the old file or the new one,
-    never a part.  Writers of one directory take turns (``flock`` on it), so
-    two runs (cron's cleanup and monitor) never share the temporary file.
+    never a part.  Writers of one directory take turns (``flock`` on the lock
+    file ``LOCK_FILE`` in it, mode 0600, this user's own: not on the directory,
+    which any user may open and lock), so two runs (cron's cleanup and monitor)
+    never share the temporary file.  ``LockError`` (an ``OSError``) when the
+    lock is still held after ``lock_timeout`` seconds or the lock file is not ours.
     """
     temp = ".%s.tmp" % name
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    lock_fd = None
     try:
-        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        lock_fd = open_lock_file(LOCK_FILE, dir_fd=dir_fd, directory=directory)
+        if not flock_within(lock_fd, lock_timeout):
+            lock = os.path.join(directory, LOCK_FILE)
+            raise LockError("the metrics lock %s is still held by another process after %gs (fuser -v %s "
+                            "names it)" % (lock, lock_timeout, lock))
         try:  # left by a run that was killed (or planted: never written through)
             os.unlink(temp, dir_fd=dir_fd)
         except FileNotFoundError:
@@ -199,5 +209,7 @@ def write_textfile(directory: str, name: str, text: str) -> str:
             raise
         os.fsync(dir_fd)
     finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
         os.close(dir_fd)
     return os.path.join(directory, name)

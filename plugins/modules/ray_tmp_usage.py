@@ -341,7 +341,9 @@ containers:
     - One entry per matching container, with C(name), C(id), C(status), C(tmp_bytes) and C(error), and for running
       ones C(level), C(filesystem), C(node_role), C(categories), C(sessions), C(suggestions), C(errors); with
       O(activity=true) also C(activity), shaped like RV(activity).
-    - C(tmp_bytes) is null for a container that is not running or could not be measured; C(error) says why.
+    - C(tmp_bytes) is null for a container that is not running or could not be measured. For a stopped one
+      C(error) is null and C(status) (C(exited), C(created), C(paused)...) says why; for a running one that could not
+      be measured C(error) says why.
   returned: always
   type: list
   elements: dict

@@ -132,9 +132,13 @@ options:
     type: bool
     default: false
   lock_file:
-    description: The lock one run holds at a time on this host.
+    description:
+      - The lock one run holds at a time on this host. Its directory is created (mode 0755) when missing, which
+        for the default takes root.
+      - Keep it in a directory only the user running the cleanup can write - a lock file that is not a regular file
+        owned by that user (one another user made, to hold its lock forever) is refused with RV(status=skipped).
     type: path
-    default: /run/lock/rayops-ray-cleanup.lock
+    default: /run/rayops/ray-cleanup.lock
   lock_timeout:
     description: Seconds to wait for another run to finish before reporting RV(status=skipped).
     type: float
@@ -174,7 +178,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: C(done), or C(skipped) when another run held the lock.
+  description: C(done), or C(skipped) when another run held the lock or the lock file is not this user's own.
   returned: always
   type: str
   sample: done
@@ -292,7 +296,7 @@ def main():
             docker_host=dict(type="str"),
             docker_prune=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
-            lock_file=dict(type="path", default="/run/lock/rayops-ray-cleanup.lock"),
+            lock_file=dict(type="path", default="/run/rayops/ray-cleanup.lock"),
             lock_timeout=dict(type="float", default=30),
             audit_log=dict(type="path"),
         ),
@@ -309,6 +313,9 @@ def main():
         result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
     except UsageError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:  # the lock or the audit log cannot be opened (a non-root run and the default lock_file)
+        module.fail_json(msg="cleanup failed: %s; run it as root, or give a lock_file (and audit_log) this user can "
+                         "create" % exc)
     for problem in (result["containers_error"], (result["docker_prune"] or {}).get("error")):
         if problem:
             module.warn(problem)

@@ -92,12 +92,16 @@ def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_clie
             ("error", "container is exited, it stopped during the run"),
             ("error", "cannot sample activity: container is exited, it stopped during the run"),
             ("skipped_not_running", "container is exited"))
-        assert entries[tag + "-doomed"]["status"] == "error"  # removed mid-run: listing, sampling or cleaning
-        assert re.search(r"removing|removed during the run|No such container|cannot sample activity",
-                         entries[tag + "-doomed"]["reason"]), entries[tag + "-doomed"]
+        # Removed mid-run: an error while sampling or cleaning it, or (on a slow machine, the timer
+        # firing before the listing) not listed at all; never cleaned or skipped as if it were there.
+        gone = entries.get(tag + "-doomed", {"status": "error", "reason": "removed before the listing"})
+        assert gone["status"] == "error", gone
+        assert re.search(r"removing|removed during the run|No such container|cannot sample activity|before the listing",
+                         gone["reason"]), gone
         assert entries[tag + "-brief"]["status"] == "skipped_not_running"  # exited before this run
         assert entries[tag + "-brief"]["reason"] == "container is exited"
-        assert {e["name"] for e in check["targets"]} == set(entries) - {tag + "-brief2"}
+        unsure = {tag + "-brief2", tag + "-doomed"}  # exited or removed around the runs
+        assert {e["name"] for e in check["targets"]} - unsure == set(entries) - unsure
         checked = {e["name"]: e for e in check["targets"]}
         assert checked[tag + "-idle"]["freed_bytes"] == entries[tag + "-idle"]["freed_bytes"]  # dry run == real
         assert checked[tag + "-idle"]["removed_paths"] == entries[tag + "-idle"]["removed_paths"]

@@ -86,6 +86,19 @@ def test_help_and_bad_input_exit_codes(installed):
     assert proc.returncode == 3 and "unrecognized arguments: --bogus" in proc.stderr
 
 
+def test_nothing_is_imported_from_the_current_directory(installed, tmp_path):
+    """Root runs it from /tmp, where anyone may plant ``json.py``: the wrapper runs Python isolated (-I)."""
+    trap = tmp_path / "cwd"
+    trap.mkdir()
+    for name in ("json", "argparse", "logging", "dataclasses"):
+        (trap / (name + ".py")).write_text("raise SystemExit('planted %s imported')\n" % name)
+    env = dict(os.environ, PYTHONPATH=str(trap))
+    proc = subprocess.run([installed, "--help"], cwd=str(trap), env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert proc.stdout.startswith("usage: ray-maintenance ")
+
+
 def test_no_ansible_is_imported(installed, tmp_path):
     lib = str(tmp_path / "node" / "lib")
     code = ("import sys; sys.path.insert(0, %r); "

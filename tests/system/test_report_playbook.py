@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.rayops.disk.tests.system.conftest import run_ansible
+from ansible_collections.rayops.disk.tests.system.conftest import ansible_module, run_ansible
 
 PLAYBOOK = "playbooks/ray_disk_report.yml"
+TEMPLATE = "playbooks/templates/ray_disk_report.txt.j2"
 
 
 def test_report_prints_the_node_and_the_fleet_table():
@@ -36,3 +37,21 @@ def test_report_runs_in_check_mode():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Filesystem /tmp:" in proc.stdout
     assert "changed=0" in proc.stdout
+
+
+def test_the_node_report_says_a_stopped_container_is_not_measured():
+    report = ansible_module("rayops.disk.ray_tmp_usage", {"containers": False})
+    report["containers"] = [
+        {"name": "ray-worker-1", "id": "3f2a1b0c9d8e", "status": "running", "tmp_bytes": 1048576, "error": None},
+        {"name": "ray-worker-2", "id": "abc", "status": "exited", "tmp_bytes": None, "error": None},
+        {"name": "ray-worker-3", "id": "def", "status": "running", "tmp_bytes": None,
+         "error": "container was removed during the run"}]
+    proc = run_ansible("ansible", "localhost", "-m", "ansible.builtin.debug", "-a",
+                       "msg={{ lookup('ansible.builtin.template', '%s').splitlines() }}" % TEMPLATE,
+                       "-e", json.dumps({"ray_disk_report": report}), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
+                       ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in json.loads(proc.stdout.partition(" => ")[2])["msg"] if line.startswith("container ")]
+    assert lines == ["container ray-worker-1 (running): 1.00 MB",
+                     "container ray-worker-2 (exited): not running, not measured",
+                     "container ray-worker-3 (running): container was removed during the run"]

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
+import traceback
 
 import psutil
 import pytest
@@ -55,6 +57,34 @@ def tree_digest(path):
                 with open(full, "rb") as handle:
                     digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
+
+
+def as_nobody(function):
+    """``function()`` run in a forked child as uid and gid 65534 (nobody), no groups: what it returned (JSON).
+
+    Modules the child imports must already be loaded: the venv's Python may live where nobody cannot read.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            try:
+                returned = function()
+            except BaseException:  # said in the test's failure
+                returned = {"traceback": traceback.format_exc()}
+            os.write(write_fd, json.dumps(returned).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        returned = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert not (isinstance(returned, dict) and "traceback" in returned), returned["traceback"]
+    return returned
 
 
 class SandboxNode:

@@ -14,7 +14,8 @@ import yaml
 
 ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                     "roles", "ray_cleanup")
-TYPES = {"bool": bool, "int": int, "float": (int, float), "str": str, "path": str, "list": list, "dict": dict}
+TYPES = {"bool": bool, "int": int, "float": (int, float), "str": str, "path": str, "list": list, "dict": dict,
+         "raw": object}
 
 
 def load(*parts):

@@ -11,22 +11,33 @@ log file; the installed entry point as a subprocess is in tests/system.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import logging.handlers
 import os
+import pathlib
 import re
+import shutil
+import sys
+import tempfile
 
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli
-from ansible_collections.rayops.disk.plugins.module_utils._metrics import CLEANUP_FILE, USAGE_FILE, mountpoint_of
+from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
+    CLEANUP_FILE,
+    LOCK_FILE,
+    USAGE_FILE,
+    mountpoint_of,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, filesystem_of, format_bytes
-from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.conftest import as_nobody, du_bytes, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     LIVE,
     STALE,
     count_entries,
+    make_tree,
     promtool_check,
     samples,
     series,
@@ -75,7 +86,8 @@ def test_help_shows_commands_examples_and_exit_codes(capsys):
     assert code == 0
     assert out.startswith("usage: ray-maintenance [-h] [--config FILE] [--json] [--quiet] [--no-metrics]")
     for text in ("monitor", "check", "cleanup", "examples:", "cleanup --dry-run", "exit codes:",
-                 "3  bad input", "$RAY_MAINTENANCE_CONFIG", "metrics_dir"):
+                 "3  bad input", "$RAY_MAINTENANCE_CONFIG", "metrics_dir", "scan_workers, uv_cache_dir.",
+                 "a stopped container is no error", "docker prune failed"):
         assert text in out
     code, out, _err = cli(capsys, "cleanup", "--help")
     assert code == 0
@@ -115,6 +127,8 @@ def test_bad_arguments_exit_3(capsys, argv, message):
     ({"log_file": "ray.log"}, "log_file 'ray.log' is not an absolute path"),
     ({"metrics_dir": "/nonexistent-rayops"}, "metrics_dir '/nonexistent-rayops' is not a directory; create it"),
     ({"log_file": "/nonexistent-rayops/ray.log"}, "log_file '/nonexistent-rayops/ray.log' cannot be opened"),
+    ({"uv_cache_dir": "home/apiuser/.cache/uv"}, "uv_cache_dir 'home/apiuser/.cache/uv' is not an absolute path"),
+    ({"uv_cache_dir": 7}, 'uv_cache_dir 7 is not a string; for example "uv_cache_dir": "/home/apiuser/.cache/uv"'),
     ({"audit_log": "/nonexistent-rayops/audit.jsonl"}, "audit_log '/nonexistent-rayops/audit.jsonl' is in a "
      "directory that does not exist; create /nonexistent-rayops or change audit_log"),
 ])
@@ -187,13 +201,120 @@ def test_check_takes_the_config_thresholds(capsys, configured):
     code, out, _err = cli(capsys, "--config", path, "--quiet", "check")
     assert code == 1 and out == ""
     code, out, err = cli(capsys, "--config", path, "check", "--critical", str(used - 2.5))
-    assert code == 3 and out == "" and "must be below --critical" in err  # the config's warning is above it
+    assert code == 3 and out == ""  # the config's warning is above it
+    assert "--critical %g must be above the warning threshold %g (thresholds.warning of the config); give " \
+        "--threshold too, below %g" % (used - 2.5, used - 2, used - 2.5) in err
     code, out, _err = cli(capsys, "--config", path, "--json", "check", "--threshold", "0", "--critical",
                           str(used - 1))
     report = json.loads(out)
     assert code == 2 and report["check"] == {"status": "critical", "target": "host", "path": str(tmp),
                                              "used_percent": report["filesystem"]["used_percent"],
                                              "warning": 0.0, "critical": used - 1}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--critical", "50"], "--critical 50 must be above the warning threshold 90 (thresholds.warning of the config); "
+     "give --threshold too, below 50"),
+    (["--threshold", "97"], "--threshold 97 must be below the critical threshold 95 (thresholds.critical of the "
+     "config); give --critical too, above 97"),
+    (["--threshold", "97", "--critical", "96"], "--threshold 97 must be below --critical 96 (the warning level comes "
+     "first)"),
+])
+def test_crossed_check_limits_name_the_flag_given(capsys, configured, flags, message):
+    _tmp, path, _metrics, _log = configured
+    code, out, err = cli(capsys, "--config", path, "check", *flags)
+    assert code == 3 and out == "" and err.startswith("ray-maintenance: " + message)
+
+
+def with_containers(monkeypatch, *entries):
+    """``collect_usage`` as the CLI calls it, with these container entries in the report."""
+    real = _cli.collect_usage
+
+    def collect(options, psutil, docker=None):
+        report = real(options, psutil, docker)
+        report["containers"] = [entry(report) if callable(entry) else entry for entry in entries]
+        return report
+
+    monkeypatch.setattr(_cli, "collect_usage", collect)
+
+
+STOPPED = {"name": "ray-worker-2", "id": "abc", "status": "exited", "tmp_bytes": None, "error": None}
+
+
+def test_a_stopped_container_is_no_error_for_check_and_monitor(capsys, configured, monkeypatch):
+    tmp, path, metrics, _log = configured
+    used = used_percent(tmp)
+    with_containers(monkeypatch, STOPPED)
+    code, out, err = cli(capsys, "--config", path, "check", "--threshold", str(used + 1), "--critical", str(used + 2))
+    assert (code, err) == (0, "") and out.startswith("OK: host %s " % tmp)
+    code, out, err = cli(capsys, "--config", path, "--json", "check")
+    assert code in (0, 1, 2) and err == "" and json.loads(out)["check"]["target"] == "host"
+    code, out, err = cli(capsys, "--config", path, "monitor")
+    assert (code, err) == (0, "")
+    assert table(out.splitlines(), "CONTAINER")[1] == ["ray-worker-2", "exited", "-", "-", "-", "-", "-", "-"]
+    assert "ray-worker-2" not in (metrics / USAGE_FILE).read_text()
+
+
+def test_check_takes_the_fullest_measured_container_and_skips_the_rest(capsys, configured, monkeypatch):
+    tmp, path, _metrics, _log = configured
+    used = used_percent(tmp)
+
+    def full(report):
+        fs = dict(report["filesystem"], path="/tmp", used_percent=used + 2.5)
+        return dict(report, name="ray-worker-1", id="def", status="running", error=None, filesystem=fs)
+
+    broken = dict(STOPPED, name="ray-worker-3", status="running", error="container was removed during the run")
+    with_containers(monkeypatch, STOPPED, full, broken)
+    code, out, err = cli(capsys, "--config", path, "check", "--threshold", str(used + 1), "--critical", str(used + 2))
+    assert code == 2 and out.startswith("CRITICAL: ray-worker-1 /tmp %.1f%% used" % (used + 2.5))
+    assert err == "ray-maintenance: container ray-worker-3: container was removed during the run\n"
+
+
+def test_uv_cache_dir_of_the_config_is_measured(capsys, configured, tmp_path):
+    _tmp, path, metrics, _log = configured
+    uv = tmp_path / "home" / "apiuser" / ".cache" / "uv"
+    write(str(uv / "archive-v0" / "wheel.whl"), 65536)
+    code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
+    assert code == 0 and json.loads(out)["categories"]["uv_cache"]["bytes"] == 0  # $UV_CACHE_DIR: none
+    edit_config(path, uv_cache_dir=str(uv))
+    code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
+    assert code == 0 and json.loads(out)["categories"]["uv_cache"]["bytes"] == du_bytes(str(uv)) >= 65536
+    assert series(samples((metrics / USAGE_FILE).read_text()), "rayops_ray_category_bytes", category="uv_cache",
+                  **HOST) == du_bytes(str(uv))
+    edit_config(path, uv_cache_dir=None)  # null: the default again
+    code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
+    assert code == 0 and json.loads(out)["categories"]["uv_cache"]["bytes"] == 0
+
+
+def test_a_non_root_check_and_monitor_work_without_metrics_and_log(capsys, sandbox, monkeypatch):
+    base = pathlib.Path(tempfile.mkdtemp(prefix="rayops-cli-"))  # not tmp_path: nobody must read it
+    try:
+        os.chmod(str(base), 0o755)
+        tmp = make_tree(base / "tmp")
+        monkeypatch.setenv("UV_CACHE_DIR", str(base / "no-uv"))
+        metrics = base / "metrics"  # root's, as node_exporter's: not written with --no-metrics
+        metrics.mkdir(mode=0o700)
+        path = write_config(base, tmp_dir=str(tmp), ray_temp_dir=str(tmp / "ray"), scan_workers=1,
+                            sample_seconds=0.1, metrics_dir=str(metrics))
+        used = used_percent(tmp)
+        commands = [["--config", path, "--no-metrics", "check", "--threshold", str(used + 1), "--critical",
+                     str(used + 2)], ["--config", path, "--no-metrics", "--json", "monitor"]]
+        assert [cli(capsys, *argv)[0] for argv in commands] == [0, 0]  # as root first: every import is loaded
+
+        def run():
+            stdout, stderr = io.StringIO(), io.StringIO()
+            monkeypatch.setattr(sys, "stdout", stdout)
+            monkeypatch.setattr(sys, "stderr", stderr)
+            return [(_cli.main(argv), os.geteuid()) for argv in commands], stdout.getvalue(), stderr.getvalue()
+
+        (checked, monitored), out, err = as_nobody(run)
+        assert checked == monitored == [0, 65534] and err == ""
+        assert out.startswith("OK: host %s " % tmp)
+        report = json.loads(out[out.index("\n{") + 1:])
+        assert report["tmp_bytes"] == du_bytes(str(tmp)) and report["error_count"] == 0
+        assert os.listdir(str(metrics)) == []
+    finally:
+        shutil.rmtree(str(base))
 
 
 def table(lines, header):
@@ -232,7 +353,7 @@ def test_monitor_table_and_json_tell_the_same(capsys, configured):
     text = (metrics / USAGE_FILE).read_text()
     promtool_check(text)
     assert series(samples(text), "rayops_ray_tmp_bytes", **HOST) == du_bytes(str(tmp))
-    assert sorted(os.listdir(str(metrics))) == [USAGE_FILE]  # monitor does not clean: no cleanup file
+    assert sorted(os.listdir(str(metrics))) == [LOCK_FILE, USAGE_FILE]  # monitor does not clean: no cleanup file
 
 
 def test_no_metrics_writes_none(capsys, configured):
@@ -274,7 +395,7 @@ def test_cleanup_removes_old_matching_entries_and_writes_metrics(capsys, configu
     usage = samples((metrics / USAGE_FILE).read_text())  # measured after the cleanup
     assert series(usage, "rayops_ray_tmp_bytes", **HOST) == du_bytes(str(tmp))
     assert series(usage, "rayops_ray_sessions", state="stale", **HOST) == 0
-    assert sorted(os.listdir(str(metrics))) == [CLEANUP_FILE, USAGE_FILE]
+    assert sorted(os.listdir(str(metrics))) == [LOCK_FILE, CLEANUP_FILE, USAGE_FILE]
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert sum(line["bytes"] for line in audit) == freed
     logged = [line.split(" INFO ", 1)[1] for line in log.read_text().splitlines()]
@@ -312,6 +433,19 @@ def test_a_locked_out_cleanup_exits_1_and_reports_failure(capsys, configured, tm
     assert cleanup["rayops_ray_cleanup_success"] == {frozenset(): 0}
     assert "rayops_ray_cleanup_target_status" not in cleanup
     assert not os.path.exists(str(metrics / USAGE_FILE))  # the run holding the lock writes it
+
+
+def test_a_planted_lock_file_is_refused_exit_1_and_success_0(capsys, configured, tmp_path):
+    tmp, path, metrics, _log = configured
+    before = tree_digest(str(tmp))
+    (tmp_path / "lock").write_text("")
+    os.chown(str(tmp_path / "lock"), 65534, 65534)  # a user made it first, to hold its flock
+    code, out, err = cli(capsys, "--config", path, "cleanup", "--quiet")
+    assert code == 1 and out == "" and tree_digest(str(tmp)) == before
+    assert err == ("ray-maintenance: cleanup skipped: lock file %s is not a regular file of this user (uid 0; its "
+                   "owner is uid 65534): someone else may have made it to hold the lock forever; remove it, and keep "
+                   "the lock in a directory only uid 0 can write\n" % (tmp_path / "lock"))
+    assert samples((metrics / CLEANUP_FILE).read_text())["rayops_ray_cleanup_success"] == {frozenset(): 0}
 
 
 def test_a_cleanup_that_fails_exits_1_with_success_0(capsys, configured, tmp_path):

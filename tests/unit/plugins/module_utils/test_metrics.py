@@ -16,6 +16,7 @@ import os
 import stat
 import subprocess
 import threading
+import time
 
 import docker
 import psutil
@@ -24,6 +25,7 @@ import pytest
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
+    LOCK_FILE,
     USAGE_FILE,
     cleanup_succeeded,
     cleanup_text,
@@ -215,7 +217,7 @@ def test_write_is_a_rename_with_mode_0644(tmp_path):
     st = os.stat(path)
     assert st.st_ino != inode and stat.S_IMODE(st.st_mode) == 0o644
     assert (tmp_path / USAGE_FILE).read_text() == "b 2\n"
-    assert os.listdir(str(tmp_path)) == [USAGE_FILE]
+    assert sorted(os.listdir(str(tmp_path))) == [LOCK_FILE, USAGE_FILE]
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(bind_mount, tmp_path):
@@ -224,7 +226,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(bind_mount, tmp_pa
     with pytest.raises(OSError) as failed:
         write_textfile(small, CLEANUP_FILE, "x" * (8 << 20))
     assert failed.value.errno == errno.ENOSPC
-    assert os.listdir(small) == [CLEANUP_FILE]
+    assert sorted(os.listdir(small)) == [LOCK_FILE, CLEANUP_FILE]
     with open(os.path.join(small, CLEANUP_FILE)) as handle:
         assert handle.read() == "a 1\n"
 
@@ -236,7 +238,8 @@ def test_a_planted_temp_file_is_replaced_not_written_through(tmp_path):
     os.symlink(outside, str(metrics / (".%s.tmp" % USAGE_FILE)))
     write_textfile(str(metrics), USAGE_FILE, "a 1\n")
     assert (tmp_path / "outside").read_bytes() == b"rrrrr"
-    assert os.listdir(str(metrics)) == [USAGE_FILE] and not os.path.islink(str(metrics / USAGE_FILE))
+    assert sorted(os.listdir(str(metrics))) == [LOCK_FILE, USAGE_FILE]
+    assert not os.path.islink(str(metrics / USAGE_FILE))
 
 
 def test_concurrent_writers_never_show_a_partial_file(tmp_path):
@@ -261,4 +264,54 @@ def test_concurrent_writers_never_show_a_partial_file(tmp_path):
         reads += 1
     for thread in threads:
         thread.join()
-    assert errors == [] and reads > 0 and os.listdir(str(tmp_path)) == [USAGE_FILE]
+    assert errors == [] and reads > 0 and sorted(os.listdir(str(tmp_path))) == [LOCK_FILE, USAGE_FILE]
+
+
+def test_a_lock_on_the_directory_does_not_block_the_write(tmp_path):
+    """Any user may open the metrics dir and flock it: the writer locks its own 0600 file instead."""
+    dir_fd = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        started = time.monotonic()
+        write_textfile(str(tmp_path), USAGE_FILE, "a 1\n", lock_timeout=5)
+        assert time.monotonic() - started < 1
+    finally:
+        os.close(dir_fd)
+    assert (tmp_path / USAGE_FILE).read_text() == "a 1\n"
+    lock = os.stat(str(tmp_path / LOCK_FILE))
+    assert stat.S_IMODE(lock.st_mode) == 0o600 and lock.st_uid == os.geteuid()
+
+
+def test_a_held_metrics_lock_is_waited_for_then_an_error_naming_it(tmp_path):
+    write_textfile(str(tmp_path), USAGE_FILE, "a 1\n")
+    with open(str(tmp_path / LOCK_FILE)) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a writer that hangs
+        started = time.monotonic()
+        with pytest.raises(OSError) as failed:
+            write_textfile(str(tmp_path), USAGE_FILE, "b 2\n", lock_timeout=0.5)
+        assert 0.5 <= time.monotonic() - started < 3
+    assert str(failed.value) == "the metrics lock %s is still held by another process after 0.5s (fuser -v %s " \
+        "names it)" % (tmp_path / LOCK_FILE, tmp_path / LOCK_FILE)
+    assert (tmp_path / USAGE_FILE).read_text() == "a 1\n"
+    write_textfile(str(tmp_path), USAGE_FILE, "b 2\n", lock_timeout=0.5)  # released: it goes
+    assert (tmp_path / USAGE_FILE).read_text() == "b 2\n"
+
+
+@pytest.mark.parametrize("plant", ["file", "symlink"])
+def test_a_planted_metrics_lock_is_refused(tmp_path, plant):
+    outside = write(str(tmp_path / "outside"), 5)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    if plant == "file":
+        (metrics / LOCK_FILE).write_text("")
+        os.chown(str(metrics / LOCK_FILE), 65534, 65534)
+    else:
+        os.symlink(outside, str(metrics / LOCK_FILE))
+    with pytest.raises(OSError) as failed:
+        write_textfile(str(metrics), USAGE_FILE, "a 1\n", lock_timeout=0)
+    if plant == "file":
+        assert str(failed.value).startswith("lock file %s is not a regular file of this user (uid 0; its owner is "
+                                            "uid 65534): someone else may have made it" % (metrics / LOCK_FILE))
+    else:
+        assert failed.value.errno == errno.ELOOP  # never opened through a symlink
+    assert (tmp_path / "outside").read_bytes() == b"rrrrr" and not os.path.exists(str(metrics / USAGE_FILE))

@@ -33,7 +33,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._remove import (
     socket_inodes,
     used_inodes,
 )
-from ansible_collections.rayops.disk.tests.unit.conftest import tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.conftest import as_nobody, tree_digest, write
 
 HOUR = 3600.0
 HOLDER = r"""
@@ -223,22 +223,12 @@ def test_unreadable_subtree_is_reported_and_the_rest_removed():
         os.chmod(os.path.join(tmp, "tmp_u", "open", "f"), 0o666)
         os.chmod(os.path.join(tmp, "tmp_u", "closed"), 0o700)  # root's, closed to the user running the cleanup
         age(tmp)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_fd)
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-                gone, outcome = remove_all(tmp, ["tmp_u"], dry_run=False, guards=Guards())
-                os.write(write_fd, json.dumps([gone, outcome.errors, outcome.removed]).encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            gone, errors, removed = json.loads(pipe.read())
-        os.waitpid(pid, 0)
+
+        def unprivileged():
+            gone, outcome = remove_all(tmp, ["tmp_u"], dry_run=False, guards=Guards())
+            return [gone, outcome.errors, outcome.removed]
+
+        gone, errors, removed = as_nobody(unprivileged)
         assert gone == {"tmp_u": False}
         assert errors == [{"path": os.path.join(tmp, "tmp_u", "closed"), "error": "Permission denied"}]
         assert removed == 2  # open/f and open/

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -19,7 +18,7 @@ import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _fdwalk, _scan
 from ansible_collections.rayops.disk.plugins.module_utils._scan import Root, scan
-from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, write
+from ansible_collections.rayops.disk.tests.unit.conftest import as_nobody, du_bytes, write
 
 
 class OneKey:
@@ -153,23 +152,12 @@ def test_unreadable_dirs_are_reported_and_the_rest_counted():
         write(os.path.join(root, "open", "f"), 8192)
         write(os.path.join(root, "closed", "hidden"), 1 << 20)
         os.chmod(os.path.join(root, "closed"), 0o700)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # scan as an unprivileged user: root reads everything
-            try:
-                os.close(read_fd)
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-                tally, result = measure(root)
-                os.write(write_fd, json.dumps([tally.bytes, tally.files, result.notes.errors]).encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            data = pipe.read()
-        os.waitpid(pid, 0)
-        nbytes, files, errors = json.loads(data)
+
+        def unprivileged():  # root reads everything
+            tally, result = measure(root)
+            return [tally.bytes, tally.files, result.notes.errors]
+
+        nbytes, files, errors = as_nobody(unprivileged)
         closed = os.path.join(root, "closed")
         assert errors == [{"path": closed, "error": "Permission denied"}]
         assert files == 1

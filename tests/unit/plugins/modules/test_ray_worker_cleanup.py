@@ -16,11 +16,13 @@ import os
 import pathlib
 import shutil
 import socket
+import stat
 import tempfile
 import time
 
 import pytest
 
+from ansible_collections.rayops.disk.plugins.module_utils._cleanup import CleanupOptions
 from ansible_collections.rayops.disk.plugins.modules import ray_worker_cleanup
 from ansible_collections.rayops.disk.tests.unit.conftest import aged, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
@@ -106,6 +108,43 @@ def test_a_second_run_waits_for_the_lock_then_skips(run_module, node):
     assert result["reason"] == "another cleanup holds %s (waited 0.5s)" % (node.parent / "lock")
     assert waited >= 0.5
     assert tree_digest(str(node)) == before
+
+
+def test_a_lock_file_planted_by_another_user_is_refused(run_module, node):
+    planted = node.parent / "lock"
+    planted.write_text("")
+    os.chown(str(planted), 65534, 65534)  # made by a user, to hold its flock forever
+    before = tree_digest(str(node))
+    result = run_module(ray_worker_cleanup.main, args_for(node, lock_timeout=0))
+    assert result["status"] == "skipped" and result["changed"] is False and result["targets"] == []
+    assert result["reason"] == (
+        "lock file %s is not a regular file of this user (uid 0; its owner is uid 65534): someone else may have "
+        "made it to hold the lock forever; remove it, and keep the lock in a directory only uid 0 can write"
+        % planted)
+    assert tree_digest(str(node)) == before
+    planted.unlink()
+    assert run_module(ray_worker_cleanup.main, args_for(node))["status"] == "done"
+
+
+def test_the_default_lock_is_in_a_root_only_directory_made_0755(run_module, node, monkeypatch):
+    spec = ray_worker_cleanup.DOCUMENTATION.split("  lock_file:")[1]
+    assert "default: /run/rayops/ray-cleanup.lock" in spec.split("  lock_timeout:")[0]
+    assert CleanupOptions().lock_file == "/run/rayops/ray-cleanup.lock"
+    lock = node.parent / "run" / "rayops" / "ray-cleanup.lock"
+    old_umask = os.umask(0o022)
+    try:
+        assert run_module(ray_worker_cleanup.main, args_for(node, lock_file=str(lock)))["status"] == "done"
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(str(lock.parent)).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(str(lock)).st_mode) == 0o600 and os.stat(str(lock)).st_uid == os.geteuid()
+
+
+def test_a_lock_that_cannot_be_made_fails_with_a_message(run_module, node):
+    write(str(node.parent / "a-file"), 1)
+    result = fail_module(ray_worker_cleanup.main, args_for(node, lock_file=str(node.parent / "a-file" / "lock")))
+    assert result["msg"].startswith("cleanup failed: [Errno 17] File exists: ")
+    assert result["msg"].endswith("; run it as root, or give a lock_file (and audit_log) this user can create")
 
 
 def test_audit_log_has_a_line_per_removal(run_module, node):
