@@ -251,6 +251,7 @@ class Cleanup:
     def _run(self) -> dict:
         from ansible_collections.rayops.disk.plugins.module_utils._containers import (
             DockerUnavailable,
+            NotRunning,
             container_env,
             container_target,
             ray_worker_containers,
@@ -268,12 +269,11 @@ class Cleanup:
         targets = [self._clean("host", "host", host, usage, activity.get(None), None)] if self.options.host else []
         inner = dataclasses.replace(usage, ray_temp_dir=None)
         for container in containers:
-            if container.status != "running":
-                targets.append(self._entry(container.name, "container", "skipped_not_running",
-                                           "container is %s" % container.status))
-                continue
             try:
                 target = container_target(container)
+            except NotRunning as exc:
+                targets.append(self._entry(container.name, "container", "skipped_not_running", str(exc)))
+                continue
             except LookupError as exc:
                 targets.append(self._entry(container.name, "container", "error", str(exc)))
                 continue

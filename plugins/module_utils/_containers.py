@@ -49,11 +49,20 @@ def container_env(attrs: dict) -> dict:
     return env
 
 
+class NotRunning(LookupError):
+    """The container is not running: it has no files to reach, which is no error."""
+
+
 def container_target(container: Any) -> Target:
-    """The target for a running container, reached through its init's ``/proc/<pid>/root``."""
+    """The target for a running container, reached through its init's ``/proc/<pid>/root``.
+
+    ``NotRunning`` for a stopped container, ``LookupError`` when a running one cannot be reached.
+    """
+    if container.status != "running":
+        raise NotRunning("container is %s" % container.status)
     pid = (container.attrs.get("State") or {}).get("Pid") or 0
-    if container.status != "running" or not pid:
-        raise LookupError("container is %s, not running" % container.status)
+    if not pid:
+        raise LookupError("container is running but Docker gives no process for it")
     prefix = "/proc/%d/root" % pid
     mnt_ns = mount_namespace(pid)
     if mnt_ns is None or not os.path.isdir(prefix):
@@ -87,11 +96,11 @@ def measure_container(container, options, psutil, activity=None) -> dict:
              "tmp_bytes": None, "error": None}
     if activity is not None:
         entry["activity"] = activity
-    if container.status != "running":
-        return entry  # a stopped container's /tmp cannot be reached; its status says why
     try:
         target = container_target(container)
         report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
+    except NotRunning:
+        pass  # a stopped container's /tmp cannot be reached; its status says why
     except (LookupError, UsageError, OSError) as exc:
         entry["error"] = str(exc)
     else:
