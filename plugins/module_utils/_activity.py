@@ -14,6 +14,11 @@ job a cleanup could disturb); in a container, the container's whole cgroup,
 read through the Docker SDK.  Every target is sampled over the same window,
 side by side.
 
+On the host only processes of root and the Ray users count: any local user
+can title a process ``ray::train`` and would otherwise keep the node busy
+forever.  In a container every process counts (it can only keep its own
+container from being cleaned).  Reasons name who runs the user code.
+
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
 
@@ -23,7 +28,11 @@ import concurrent.futures
 import time
 from typing import Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import iter_ray_processes
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
+    iter_ray_processes,
+    process_uids,
+    user_label,
+)
 
 IDLE_PREFIX = "ray::IDLE"
 """``ray::IDLE``, ``ray::IDLE_SpillWorker``, ``ray::IDLE_RestoreWorker``: workers waiting for work."""
@@ -52,12 +61,24 @@ def _cpu_seconds(processes: list) -> dict:
 
 
 class Sample:
-    """CPU use over a window (``start()``, wait, ``finish()``) and the Ray tasks running at its end."""
+    """CPU use over a window (``start()``, wait, ``finish()``) and the Ray tasks running at its end.
 
-    def __init__(self, psutil, mnt_ns: Optional[str]) -> None:
+    With ``trusted_uids``, only processes running as one of them count.
+    """
+
+    def __init__(self, psutil, mnt_ns: Optional[str], trusted_uids: Optional[frozenset] = None) -> None:
         self.psutil = psutil
         self.mnt_ns = mnt_ns
+        self.trusted_uids = trusted_uids
         self.before: tuple = (0.0, 0.0)
+
+    def ray_processes(self):
+        """``(process, title, owner uid)`` of the Ray processes that count."""
+        for proc, _kind, title, _cmd in iter_ray_processes(self.psutil, self.mnt_ns):
+            uids = process_uids(proc)
+            if uids is None or (self.trusted_uids is not None and not set(uids) <= self.trusted_uids):
+                continue
+            yield proc, title, uids[1]
 
     def _reading(self) -> tuple:
         """``(monotonic time, CPU seconds used so far)``."""
@@ -71,8 +92,12 @@ class Sample:
         """Take the second reading: CPU in percent of one core, and the Ray tasks running."""
         after = self._reading()
         percent = 100.0 * (after[1] - self.before[1]) / max(after[0] - self.before[0], 1e-6)
-        titles = {title for _proc, _kind, title, _cmd in iter_ray_processes(self.psutil, self.mnt_ns)}
-        return {"cpu_percent": round(percent, 1), "ray_tasks": sorted(t for t in titles if runs_user_code(t))}
+        owners: dict = {}
+        for _proc, title, uid in self.ray_processes():
+            if runs_user_code(title):
+                owners.setdefault(title, set()).add(user_label(uid))
+        return {"cpu_percent": round(percent, 1), "ray_tasks": sorted(owners),
+                "owners": {title: sorted(users) for title, users in owners.items()}}
 
 
 def is_worker(title: str) -> bool:
@@ -83,15 +108,14 @@ def is_worker(title: str) -> bool:
 class HostSample(Sample):
     """A host: the CPU of the Ray workers present at the start (one that exits keeps its last reading)."""
 
-    def __init__(self, psutil, mnt_ns: Optional[str]) -> None:
-        super().__init__(psutil, mnt_ns)
+    def __init__(self, psutil, mnt_ns: Optional[str], trusted_uids: Optional[frozenset] = None) -> None:
+        super().__init__(psutil, mnt_ns, trusted_uids)
         self.processes: Optional[list] = None
         self.last: dict = {}
 
     def _reading(self) -> tuple:
         if self.processes is None:
-            self.processes = [proc for proc, _kind, title, _cmd in iter_ray_processes(self.psutil, self.mnt_ns)
-                              if is_worker(title)]
+            self.processes = [proc for proc, title, _uid in self.ray_processes() if is_worker(title)]
         self.last.update(_cpu_seconds(self.processes))
         return time.monotonic(), sum(self.last.values())
 
@@ -112,7 +136,8 @@ def verdict(reading: dict, cpu_idle_percent: float) -> dict:
     """``busy`` and the reasons for it, from a reading."""
     reasons = []
     if reading["ray_tasks"]:
-        shown = reading["ray_tasks"][:MAX_TASKS_LISTED]
+        shown = ["%s (as %s)" % (title, ", ".join(reading["owners"][title]))
+                 for title in reading["ray_tasks"][:MAX_TASKS_LISTED]]
         reasons.append("Ray runs user code: %s" % ", ".join(shown))
     if reading["cpu_percent"] >= cpu_idle_percent:
         reasons.append("CPU %.1f%% >= %g%%" % (reading["cpu_percent"], cpu_idle_percent))

@@ -77,6 +77,7 @@ class CleanupOptions:
     lock_file: str = "/run/rayops/ray-cleanup.lock"
     lock_timeout: float = 30.0
     audit_log: Optional[str] = None
+    ray_users: tuple = ()
     min_tmp_bytes: int = field(default=0, init=False)
 
     def validate(self) -> None:
@@ -106,7 +107,7 @@ class CleanupOptions:
                             stale_after_hours=self.max_age_hours, containers=self.containers,
                             container_name_filter=self.container_name_filter, docker_host=self.docker_host,
                             activity=True, cpu_idle_percent=self.cpu_idle_percent,
-                            sample_seconds=self.sample_seconds, uv_cache_dir=None)
+                            sample_seconds=self.sample_seconds, uv_cache_dir=None, ray_users=tuple(self.ray_users))
 
 
 class LockError(OSError):
@@ -176,16 +177,24 @@ class CleanupLock:
 
 
 class AuditLog:
-    """JSON lines, one per removed entry: time, target, path, bytes, reason."""
+    """JSON lines, one per entry removed from a removal root (with what went inside it).
+
+    Each names the target (``host`` or the container), the path as the
+    target sees it, the path as the host reaches it (the real directory the
+    remover opened, e.g. a container's overlay), the bytes freed, the
+    entries removed and why.
+    """
 
     def __init__(self, path: Optional[str]) -> None:
         self.handle = open(path, "a") if path else None
 
-    def write(self, target: str, path: str, freed: int, reason: str) -> None:
+    def write(self, target: str, kind: str, path: str, host_path: Optional[str], freed: int, entries: int,
+              reason: str) -> None:
         """Append one line (flushed, so a killed run leaves what it did)."""
         if self.handle:
             line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "target": target, "path": path, "bytes": freed, "reason": reason}
+                    "target": target, "kind": kind, "path": path, "host_path": host_path, "bytes": freed,
+                    "entries": entries, "reason": reason}
             self.handle.write(json.dumps(line) + "\n")
             self.handle.flush()
 
@@ -289,7 +298,7 @@ class Cleanup:
     def _entry(name: str, kind: str, status: str, reason: Optional[str]) -> dict:
         return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_bytes_before": None,
                 "tmp_bytes_after": None, "freed_bytes": 0, "removed": 0, "removed_paths": [], "kept": [],
-                "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None}
+                "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None, "roots": []}
 
     def _clean(self, name: str, kind: str, target: Target, usage: UsageOptions, activity: Optional[dict],
                environ: Optional[dict]) -> dict:
@@ -316,7 +325,7 @@ class Cleanup:
                   if os.path.dirname(os.path.normpath(r)) == os.path.normpath(self.options.tmp_dir)}
         # Taken per target, right before its removals: a fresher snapshot of what processes hold.
         guards = Guards(used_inodes(self.psutil.pids()), locked_inodes(),
-                        socket_inodes(target.host_path(p) for p in unix_socket_paths(target)))
+                        socket_inodes(unix_socket_paths(target), target.tree))
         policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
                         tuple(self.options.exclude))
         for root, below, select, reason in candidates(report, self.options, inside):
@@ -328,30 +337,29 @@ class Cleanup:
 
     def _remove_group(self, entry: dict, target: Target, root: str, below: tuple, select, reason: str,
                       policy: Policy, guards: Guards) -> None:
+        tree = target.tree
         remover = Remover(target.host_path(root), policy, guards, self.check_mode, mountinfo=target.mountinfo(),
-                          inner_root=root, below=below)
-        remover.on_remove = lambda path, freed: self.audit.write(entry["name"], self._inside(target, path), freed,
-                                                                 reason)
+                          inner_root=root, below=below, tree=tree)
+        remover.on_remove = lambda path, host_path, freed, entries: self.audit.write(
+            entry["name"], entry["kind"], tree.inside(path), host_path, freed, entries, reason)
         remover.remove_matching(select)
+        if remover.host_root is not None:
+            opened = {"path": tree.inside(remover.root), "host_path": remover.host_root}
+            if opened not in entry["roots"]:
+                entry["roots"].append(opened)
         outcome = remover.outcome
         entry["freed_bytes"] += outcome.freed_bytes
         entry["removed"] += outcome.removed
-        entry["removed_paths"].extend(self._inside(target, p) for p in outcome.removed_paths)
+        entry["removed_paths"].extend(tree.inside(p) for p in outcome.removed_paths)
         del entry["removed_paths"][MAX_LISTED:]
-        entry["kept"].extend(dict(k, path=self._inside(target, k["path"])) for k in outcome.kept)
+        entry["kept"].extend(dict(k, path=tree.inside(k["path"])) for k in outcome.kept)
         del entry["kept"][MAX_LISTED:]
         entry["kept_count"] += outcome.kept_count
         for why, count in outcome.kept_by_reason.items():
             entry["kept_by_reason"][why] = entry["kept_by_reason"].get(why, 0) + count
-        entry["errors"].extend(dict(e, path=self._inside(target, e["path"])) for e in outcome.errors)
+        entry["errors"].extend(dict(e, path=tree.inside(e["path"])) for e in outcome.errors)
         del entry["errors"][MAX_LISTED:]
         entry["error_count"] += outcome.error_count
-
-    @staticmethod
-    def _inside(target: Target, path: str) -> str:
-        """A host path as the target names it."""
-        prefix = target.prefix.rstrip("/")
-        return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
 
     def _prune(self) -> dict:
         """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode.

@@ -36,7 +36,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
 )
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._remove import MAX_LISTED
-from ansible_collections.rayops.disk.plugins.module_utils._scan import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
 from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     CATEGORIES,
     LEVELS,
@@ -83,6 +83,7 @@ KEYS = {
     "metrics_dir": ("text?", '"/var/lib/prometheus/node-exporter"'),
     "scan_workers": ("count?", "2"),
     "uv_cache_dir": ("text?", '"/home/apiuser/.cache/uv"'),
+    "ray_users": ("list", '["apiuser"]'),
 }
 KIND_NAMES = {"text": "a string", "list": "a list of strings", "number": "a number", "bool": "true or false",
               "size": "a size (a string such as \"5GB\", or bytes)", "thresholds": "an object",
@@ -297,8 +298,15 @@ def missing_library_message(config: dict, command: str) -> Optional[str]:
 
 
 def _one_line(text: str) -> str:
-    """Printable on one line: undecodable bytes as ``\\xNN``, newlines as ``\\n``."""
-    return display_path(text).replace("\n", "\\n")
+    """Printable on one line (``_scan.printable``): no name reaches the terminal or the log raw."""
+    return printable(text)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines whose every part is printable (a traceback keeps its line breaks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
 
 
 def open_log(path: Optional[str]) -> Optional[logging.Handler]:
@@ -310,7 +318,7 @@ def open_log(path: Optional[str]) -> Optional[logging.Handler]:
     except OSError as exc:
         raise UsageError("log_file %r cannot be opened (%s); create its directory or change log_file"
                          % (path, exc.strerror or exc)) from exc
-    handler.setFormatter(logging.Formatter("%(asctime)s " + PROG + "[%(process)d] %(levelname)s %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(asctime)s " + PROG + "[%(process)d] %(levelname)s %(message)s"))
     LOGGER.addHandler(handler)
     return handler
 

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from typing import Any
 
+from ansible_collections.rayops.disk.plugins.module_utils._fs import process_start_time
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, mount_namespace
 
 
@@ -53,9 +54,20 @@ class NotRunning(LookupError):
     """The container is not running: it has no files to reach, which is no error."""
 
 
+def pid_of_container(pid: int, container_id: str) -> bool:
+    """Whether process ``pid`` is in the container's cgroup (so its pid was not reused by another process)."""
+    try:
+        with open("/proc/%d/cgroup" % pid, "rb") as handle:
+            return container_id.encode() in handle.read()
+    except OSError:
+        return False
+
+
 def container_target(container: Any) -> Target:
     """The target for a running container, reached through its init's ``/proc/<pid>/root``.
 
+    Docker's pid is checked, right here, to be in the container's cgroup, and
+    its start time is kept: each later entry into the root checks it again.
     ``NotRunning`` for a stopped container, ``LookupError`` when a running one cannot be reached.
     """
     if container.status != "running":
@@ -64,8 +76,9 @@ def container_target(container: Any) -> Target:
     if not pid:
         raise LookupError("container is running but Docker gives no process for it")
     prefix = "/proc/%d/root" % pid
+    start_time = process_start_time(pid)
     mnt_ns = mount_namespace(pid)
-    if mnt_ns is None or not os.path.isdir(prefix):
+    if mnt_ns is None or start_time is None:
         try:
             container.reload()
         except Exception as exc:  # the SDK's NotFound, without importing docker here
@@ -74,7 +87,12 @@ def container_target(container: Any) -> Target:
             raise LookupError("container is %s, it stopped during the run" % container.status)
         raise LookupError("process %d of the container is not visible here; run the module on the Docker host "
                           "itself, as root" % pid)
-    return Target(name=container.name, prefix=prefix, mnt_ns=mnt_ns, init_pid=pid)
+    if not pid_of_container(pid, container.id):
+        raise LookupError("process %d is not in the container's cgroup: its pid was reused by another process (the "
+                          "container restarted?); run again" % pid)
+    if process_start_time(pid) != start_time or mount_namespace(pid) != mnt_ns:
+        raise LookupError("process %d of the container changed while it was checked; the container restarted" % pid)
+    return Target(name=container.name, prefix=prefix, mnt_ns=mnt_ns, init_pid=pid, start_time=start_time)
 
 
 def ray_worker_containers(options, docker) -> list:
@@ -104,7 +122,7 @@ def measure_container(container, options, psutil, activity=None) -> dict:
     except (LookupError, UsageError, OSError) as exc:
         entry["error"] = str(exc)
     else:
-        for key in ("tmp_bytes", "level", "filesystem", "node_role", "categories", "sessions",
+        for key in ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
                     "suggestions", "errors", "error_count", "not_measured_count"):
             entry[key] = report[key]
     return entry

@@ -12,18 +12,47 @@ lines (``raylet --session_dir=... --temp_dir=...``, ``gcs_server
 in ``/proc/net/unix`` and files held open by any process in the target make
 a session live too.  ``session_latest`` is read as a link, never followed.
 
+A process is Ray's only when it is trusted (``trust_process``): it runs as
+root or one of the configured Ray users, its executable is a Ray binary
+owned by such a user, and every temp root it names is a path no other user
+controls.  A name and a command line alone are anyone's to choose.
+
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import pwd
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree
+
 SESSION_RE = re.compile(r"^session_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_(\d+)_(\d+)$")
 """``session_<YYYY-MM-DD_HH-MM-SS>_<microseconds>_<pid>``, as Ray names a session dir."""
+
+RAY_EXECUTABLES = {"raylet": "/ray/core/src/ray/raylet/raylet", "gcs_server": "/ray/core/src/ray/gcs/gcs_server"}
+"""Where Ray's binaries sit in its Python package, by process kind."""
+LOG_MONITOR_SCRIPT = "/ray/_private/log_monitor.py"
+
+
+def session_started(name: str) -> Optional[datetime.datetime]:
+    """When a session began, from its name; None when the name is not a real session's.
+
+    ``session_2024-13-45_99-99-99_1_1`` looks like one but names no time: it
+    is anyone's directory, reported under ``other``, never an error.
+    """
+    match = SESSION_RE.match(name)
+    if not match:
+        return None
+    try:
+        return datetime.datetime.strptime(match.group(1), "%Y-%m-%d_%H-%M-%S")
+    except ValueError:
+        return None
 
 
 KIND_ORDER = ("raylet", "gcs_server", "log_monitor")
@@ -36,22 +65,31 @@ class RayProcess:
     pid: int
     kind: str
     cmdline: tuple
+    uid: int = 0
 
 
 @dataclass(frozen=True)
 class Target:
-    """A host or a container: where its root is from here, and its mount namespace."""
+    """A host or a container: where its root is from here, and its mount namespace.
+
+    A container's init is known by its pid and start time, so that a pid
+    reused by another process is noticed before its root is entered.
+    """
 
     name: str
     prefix: str = "/"
     mnt_ns: Optional[str] = None
     init_pid: Optional[int] = None
+    start_time: Optional[int] = None
+
+    @property
+    def tree(self) -> Tree:
+        """Where the target's paths are resolved (inside its root, never through the host's)."""
+        return Tree(self.prefix, self.init_pid if self.prefix != "/" else None, self.start_time)
 
     def host_path(self, path: str) -> str:
-        """The path, inside the target, as this process reaches it."""
-        if self.prefix == "/":
-            return path
-        return self.prefix.rstrip("/") + "/" + path.lstrip("/")
+        """The path, inside the target, as this process would name it (for messages: open with ``tree``)."""
+        return self.tree.host_path(path)
 
     def mountinfo(self) -> str:
         """The mount table of the tree reached through ``prefix``."""
@@ -72,6 +110,7 @@ class RayLayout:
     live_sessions: dict = field(default_factory=dict)
     node_role: str = "none"
     processes: list = field(default_factory=list)
+    untrusted: list = field(default_factory=list)
 
 
 def flag_value(cmdline: Sequence[str], *names: str) -> Optional[str]:
@@ -137,10 +176,90 @@ def iter_ray_processes(psutil, mnt_ns: Optional[str]):
         yield proc, kind, title, cmdline
 
 
+def process_uids(proc) -> Optional[tuple]:
+    """``(real, effective)`` uids of a psutil process, or None when it is gone."""
+    try:
+        uids = proc.uids()
+    except Exception:  # psutil.Error (gone, denied), without importing psutil here
+        return None
+    return uids.real, uids.effective
+
+
+def user_label(uid: int) -> str:
+    """``root``, ``apiuser`` or ``uid 1000``: who a uid is, for a message."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "uid %d" % uid
+
+
 def ray_processes(psutil, mnt_ns: Optional[str]) -> list:
-    """Running Ray system processes (raylet, gcs_server, log_monitor) in a mount namespace."""
-    return [RayProcess(proc.pid, kind, tuple(cmdline))
-            for proc, kind, _title, cmdline in iter_ray_processes(psutil, mnt_ns) if kind is not None]
+    """Processes in a mount namespace that say they are Ray system processes (raylet, gcs_server, log_monitor).
+
+    Nothing here is trusted yet: see ``trust_process``.
+    """
+    found = []
+    for proc, kind, _title, cmdline in iter_ray_processes(psutil, mnt_ns):
+        uids = process_uids(proc) if kind is not None else None
+        if uids is not None:
+            found.append(RayProcess(proc.pid, kind, tuple(cmdline), uids[1] if uids[0] == uids[1] else -1))
+    return found
+
+
+def _trusted_file(tree: Tree, path: str, st: Optional[os.stat_result], trusted: frozenset) -> Optional[str]:
+    """Why a program file is not trustworthy (owner, mode, type), or None."""
+    if st is None:
+        try:
+            st = tree.lstat(path)
+        except OSError as exc:
+            return "cannot check %s: %s" % (path, exc.strerror or exc)
+    if not stat.S_ISREG(st.st_mode):
+        return "%s is not a regular file" % path
+    if st.st_uid not in trusted or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "%s is owned by %s with mode %04o: not a Ray installation only trusted users can change" % (
+            path, user_label(st.st_uid), stat.S_IMODE(st.st_mode))
+    return None
+
+
+def _executable_reason(proc: RayProcess, tree: Tree, trusted: frozenset) -> Optional[str]:
+    """Why a process's program is not Ray's own, or None."""
+    if proc.kind == "log_monitor":
+        script = next((arg for arg in proc.cmdline[1:3] if arg.endswith(LOG_MONITOR_SCRIPT)), None)
+        if script is None or not os.path.isabs(script):
+            return "log_monitor.py is not given by its absolute path"
+        return _trusted_file(tree, script, None, trusted)
+    try:
+        exe = os.readlink("/proc/%d/exe" % proc.pid)
+        st = os.stat("/proc/%d/exe" % proc.pid)
+    except OSError as exc:
+        return "cannot read its executable: %s" % (exc.strerror or exc)
+    if not exe.endswith(RAY_EXECUTABLES[proc.kind]):
+        return "its executable %s is not Ray's %s (…%s)" % (exe, proc.kind, RAY_EXECUTABLES[proc.kind])
+    return _trusted_file(tree, exe, st, trusted)
+
+
+def trust_process(proc: RayProcess, tree: Tree, ray_uids: frozenset) -> Optional[str]:
+    """Why a process that says it is Ray's cannot be trusted with what root deletes, or None.
+
+    Trusted: it runs as root or a Ray user (``ray_uids``), its program is a
+    Ray file such a user owns, and each temp root it names is a path only
+    root and its own user control (``_fs.open_beneath`` with trusted uids).
+    """
+    trusted = frozenset(ray_uids) | {0}
+    if proc.uid not in trusted:
+        return "runs as %s, not as root or a user of ray_users" % (
+            user_label(proc.uid) if proc.uid >= 0 else "mixed real and effective uids")
+    reason = _executable_reason(proc, tree, trusted)
+    if reason:
+        return reason
+    for root in named_roots(proc):
+        if root == "/":
+            return "names / as Ray's temp root"
+        try:
+            os.close(tree.open_dir(root, trusted_uids=frozenset((0, proc.uid))))
+        except OSError as exc:
+            return "names %s, which is not safe: %s" % (root, exc.strerror or exc)
+    return None
 
 
 def session_of(path: str) -> Optional[tuple]:
@@ -152,33 +271,48 @@ def session_of(path: str) -> Optional[tuple]:
     return None
 
 
+SESSION_FLAGS = {"raylet": (("--session_dir",),), "gcs_server": (("--log_dir",),),
+                 "log_monitor": (("--session-dir", "--session_dir"), ("--logs-dir", "--logs_dir"))}
+"""The flags, per process kind, whose value lies in the live session."""
+
+
+def named_sessions(proc: RayProcess) -> list:
+    """The ``(temp root, session name)`` pairs a Ray process's command line names."""
+    found = []
+    for names in SESSION_FLAGS[proc.kind]:
+        hint = flag_value(proc.cmdline, *names)
+        session = session_of(hint) if hint and os.path.isabs(hint) else None
+        if session:
+            found.append(session)
+    return found
+
+
+def named_roots(proc: RayProcess) -> list:
+    """The temp roots a Ray process's command line names: its ``--temp_dir`` and its sessions' roots."""
+    roots = []
+    temp = flag_value(proc.cmdline, "--temp_dir") if proc.kind == "raylet" else None
+    if temp and os.path.isabs(temp):
+        roots.append(os.path.normpath(temp))
+    roots += [root for root, _name in named_sessions(proc)]
+    return list(dict.fromkeys(roots))
+
+
 def layout_from_processes(processes: Iterable[RayProcess]) -> RayLayout:
-    """Temp roots, live sessions and node role as Ray's processes state them."""
+    """Temp roots, live sessions and node role as (trusted) Ray processes state them."""
     layout = RayLayout()
     roots = []
     for proc in sorted(processes, key=lambda p: (KIND_ORDER.index(p.kind), p.pid)):  # a raylet names first
         layout.processes.append({"pid": proc.pid, "kind": proc.kind})
-        hints = []
         if proc.kind == "raylet":
-            hints.append(flag_value(proc.cmdline, "--session_dir"))
-            temp = flag_value(proc.cmdline, "--temp_dir")
-            if temp:
-                roots.append(os.path.normpath(temp))
             if "--head" in proc.cmdline or flag_value(proc.cmdline, "--head") == "true":
                 layout.node_role = "head"
             elif layout.node_role == "none":
                 layout.node_role = "worker"
         elif proc.kind == "gcs_server":
             layout.node_role = "head"
-            hints.append(flag_value(proc.cmdline, "--log_dir"))
-        else:
-            hints.append(flag_value(proc.cmdline, "--session-dir", "--session_dir"))
-            hints.append(flag_value(proc.cmdline, "--logs-dir", "--logs_dir"))
-        for hint in hints:
-            found = session_of(hint) if hint else None
-            if found:
-                roots.append(found[0])
-                layout.live_sessions.setdefault(found, "process:%s" % proc.kind)
+        roots += named_roots(proc)
+        for found in named_sessions(proc):
+            layout.live_sessions.setdefault(found, "process:%s" % proc.kind)
     layout.temp_roots = list(dict.fromkeys(roots))
     return layout
 
@@ -259,29 +393,38 @@ def mark_live_sessions(layout: RayLayout, sessions: Iterable[tuple], target: Tar
             return
 
 
-def latest_session(link_on_host: str, temp_root: str) -> Optional[str]:
-    """The session that the ``session_latest`` link names, if it names one directly in ``temp_root``.
+def latest_session(tree: Tree, temp_root: str) -> Optional[str]:
+    """The session that ``temp_root``'s ``session_latest`` link names, if it names one directly in ``temp_root``.
 
-    The link is read, never followed.
+    The link is read inside the tree, never followed.
     """
     try:
-        target = os.path.normpath(os.readlink(link_on_host))
+        target = os.path.normpath(tree.readlink(os.path.join(temp_root, "session_latest")))
     except OSError:
         return None
     parent, name = os.path.split(target)
     if parent and parent != os.path.normpath(temp_root):
         return None
-    return name if SESSION_RE.match(name) else None
+    return name if session_started(name) else None
 
 
 def discover(target: Target, psutil, tmp_dir: str, ray_temp_dir: Optional[str] = None,
-             environ: Optional[dict] = None) -> RayLayout:
-    """Ray's temp roots, live sessions and node role on a target.
+             environ: Optional[dict] = None, ray_uids: frozenset = frozenset()) -> RayLayout:
+    """Ray's temp roots, live sessions and node role on a target, from its trusted Ray processes.
 
     An explicit ``ray_temp_dir`` replaces the discovered roots; without one
-    and without running Ray, the default root is used.
+    and without trusted running Ray, the default root is used.  Processes
+    that claim to be Ray's but are not trusted are listed with the reason.
     """
-    layout = layout_from_processes(ray_processes(psutil, target.mnt_ns))
+    trusted, untrusted = [], []
+    for proc in ray_processes(psutil, target.mnt_ns):
+        reason = trust_process(proc, target.tree, ray_uids)
+        if reason is None:
+            trusted.append(proc)
+        else:
+            untrusted.append({"pid": proc.pid, "kind": proc.kind, "reason": reason})
+    layout = layout_from_processes(trusted)
+    layout.untrusted = untrusted
     if ray_temp_dir:
         layout.temp_roots = [os.path.normpath(ray_temp_dir)]
     elif not layout.temp_roots:

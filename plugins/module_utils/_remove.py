@@ -6,11 +6,13 @@
 
 The rules follow systemd-tmpfiles, tmpwatch and tmpreaper, and go past them:
 
-- Everything is reached relative to its parent directory's file descriptor
-  (``O_NOFOLLOW``, no ``chdir``, no path lookups), and each directory opened is
-  checked to be the inode that was listed, so a directory swapped for a
-  symlink mid-walk leads nowhere outside.  A symlink is removed as a link;
-  its target is never touched.
+- The root is resolved inside its tree (a container's root, or the host's)
+  one component at a time (``_fs.open_beneath``); everything below it is
+  reached relative to its parent directory's file descriptor (``O_NOFOLLOW``,
+  no ``chdir``, no path lookups), and each directory opened is checked to be
+  the inode that was listed, so a directory swapped for a symlink mid-walk
+  leads nowhere outside.  A symlink is removed as a link; its target is never
+  touched.
 - Nothing on another filesystem or below a mount point (bind mounts of the same
   disk included) is entered or removed.
 - An entry is old enough only when every one of ``age_by`` (mtime, atime,
@@ -25,6 +27,9 @@ The rules follow systemd-tmpfiles, tmpwatch and tmpreaper, and go past them:
 - A file is checked again right before it is unlinked; one that changed is
   kept.  Errors on single entries are reported and the run goes on.
 - A dry run makes the very same decisions and changes nothing.
+- Work is linear in the number of entries, however deep the tree: a path is
+  spelt out only for what is listed (the first ``MAX_LISTED``), and the audit
+  hook hears once per removed entry of the root, with totals.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -41,17 +46,25 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import held_links
-from ansible_collections.rayops.disk.plugins.module_utils._scan import (
-    describe_os_error,
-    display_path,
+from ansible_collections.rayops.disk.plugins.module_utils._fs import (
+    HOST,
+    Tree,
+    host_path_of,
     mount_id,
     mounts_below,
     open_dir,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import held_links
+from ansible_collections.rayops.disk.plugins.module_utils._scan import describe_os_error, display_path
 
 MAX_LISTED = 100
 """Removed paths, kept entries and errors listed per outcome; the rest are counted."""
+
+MAX_SHOWN_DEPTH = 64
+"""Components of a listed path shown in full; the middle of a deeper path is elided."""
+
+Where = Callable[[], list]
+"""Names from the removal root down to an entry, spelt out only when needed."""
 
 AGE_FIELDS = ("mtime", "atime", "ctime")
 
@@ -60,7 +73,8 @@ AGE_FIELDS = ("mtime", "atime", "ctime")
 class Policy:
     """What may go: old enough by every ``age_by`` time, and matching no ``exclude`` glob.
 
-    ``exclude`` globs match an entry's name or its path below the removal root.
+    ``exclude`` globs match an entry's name or, when they hold a ``/``, its
+    path below the removal root.
     """
 
     cutoff: float
@@ -76,11 +90,17 @@ class Policy:
                 return True
         return False
 
-    def excluded(self, names: list) -> bool:
-        """Whether an exclude glob matches the entry's name or its relative path."""
-        relative = "/".join(names)
-        return any(fnmatch.fnmatchcase(names[-1], glob) or fnmatch.fnmatchcase(relative, glob)
-                   for glob in self.exclude)
+    def excluded(self, name: str, where: Where) -> bool:
+        """Whether an exclude glob matches the entry's name or (a glob with ``/``) its relative path."""
+        if not self.exclude:
+            return False
+        if any(fnmatch.fnmatchcase(name, glob) for glob in self.exclude):
+            return True
+        paths = [glob for glob in self.exclude if "/" in glob]
+        if not paths:
+            return False
+        relative = "/".join(where())
+        return any(fnmatch.fnmatchcase(relative, glob) for glob in paths)
 
 
 @dataclass(frozen=True)
@@ -147,21 +167,32 @@ def used_inodes(pids: Iterable[int]) -> frozenset:
     return frozenset(found)
 
 
-def socket_inodes(paths_on_host: Iterable[str]) -> frozenset:
-    """Inodes of bound unix sockets, from their paths (as in ``/proc/net/unix``)."""
+def socket_inodes(paths: Iterable[str], tree: Tree = HOST) -> frozenset:
+    """Inodes of bound unix sockets, from their paths (as in ``/proc/net/unix``) inside ``tree``."""
     found = set()
-    for path in paths_on_host:
+    for path in paths:
         try:
-            st = os.lstat(path)
+            st = tree.lstat(path)
         except OSError:
             continue
         found.add((st.st_dev, st.st_ino))
     return frozenset(found)
 
 
+def shown(root: str, names: list) -> str:
+    """A listed path: the root and the names, the middle elided past ``MAX_SHOWN_DEPTH`` levels."""
+    if len(names) > MAX_SHOWN_DEPTH:
+        half = MAX_SHOWN_DEPTH // 2
+        names = names[:half] + ["...(%d levels)..." % (len(names) - MAX_SHOWN_DEPTH)] + names[-half:]
+    return display_path("/".join([root.rstrip("/")] + names))
+
+
 @dataclass
 class Outcome:
-    """What a removal did (or, in a dry run, would do)."""
+    """What a removal did (or, in a dry run, would do).
+
+    Each entry is given by ``path()``, called only when the entry is listed.
+    """
 
     freed_bytes: int = 0
     removed: int = 0
@@ -172,25 +203,25 @@ class Outcome:
     errors: list = field(default_factory=list)
     error_count: int = 0
 
-    def gone(self, path: str, freed: int) -> None:
+    def gone(self, path: Callable[[], str], freed: int) -> None:
         """Count a removed entry."""
         self.removed += 1
         self.freed_bytes += freed
         if len(self.removed_paths) < MAX_LISTED:
-            self.removed_paths.append(display_path(path))
+            self.removed_paths.append(path())
 
-    def keep(self, path: str, reason: str) -> None:
+    def keep(self, path: Callable[[], str], reason: str) -> None:
         """Count a kept entry and why."""
         self.kept_count += 1
         self.kept_by_reason[reason] = self.kept_by_reason.get(reason, 0) + 1
         if len(self.kept) < MAX_LISTED:
-            self.kept.append({"path": display_path(path), "reason": reason})
+            self.kept.append({"path": path(), "reason": reason})
 
-    def error(self, path: str, message: str) -> None:
+    def error(self, path: Callable[[], str], message: str) -> None:
         """Count an entry that could not be handled."""
         self.error_count += 1
         if len(self.errors) < MAX_LISTED:
-            self.errors.append({"path": display_path(path), "error": message})
+            self.errors.append({"path": path(), "error": message})
 
 
 class _DirState:
@@ -206,45 +237,52 @@ class _DirState:
 class Remover:
     """Removes entries directly inside ``root`` + ``below``, and what may go below them.
 
-    ``root`` is a trusted directory (a validated tmp dir, a Ray temp root);
-    the ``below`` components (``session_x``, ``logs``, ``old``) are opened one
-    by one relative to it, never following a symlink and never leaving its
-    filesystem.  ``mountinfo`` and ``inner_root`` name the mount table of the
-    tree and ``root`` as that table sees it (a container's, through
-    /proc/<pid>/root).
+    ``root`` is a trusted directory (a validated tmp dir, a Ray temp root),
+    resolved inside ``tree`` (the host, or a container's root) as
+    ``inner_root`` (default ``root``, which otherwise only names it in
+    messages); the ``below`` components (``session_x``, ``logs``, ``old``) are
+    opened one by one relative to it, never following a symlink and never
+    leaving its filesystem.  ``mountinfo`` is the mount table of the tree.
     """
 
     def __init__(self, root: str, policy: Policy, guards: Guards, dry_run: bool,
                  mountinfo: str = "/proc/self/mountinfo", inner_root: Optional[str] = None,
-                 below: tuple = ()) -> None:
+                 below: tuple = (), tree: Tree = HOST) -> None:
         self.root = "/".join([root.rstrip("/")] + list(below)) if below else root
         self.base = root
+        self.inner_base = inner_root or root
         self.below = below
+        self.tree = tree
         self.policy = policy
         self.guards = guards
         self.dry_run = dry_run
         self.outcome = Outcome()
         self.dev = 0
         self.mnt: Optional[int] = None
-        self.check_mounts = mounts_below(mountinfo, inner_root or root)
-        self.on_remove: Optional[Callable[[str, int], None]] = None
-        """Called with the path and bytes freed of every entry removed (not in a dry run)."""
+        self.host_root: Optional[str] = None
+        """Where the opened root really is, as this host names it (None when unreachable by path)."""
+        self._host_root_of: Optional[tuple] = None
+        self.mountinfo = mountinfo
+        self.check_mounts = mounts_below(mountinfo, self.inner_base)
+        self.on_remove: Optional[Callable[[str, Optional[str], int, int], None]] = None
+        """Called once per entry of the root that lost anything (not in a dry run), with its path, its
+        host path, the bytes freed and the entries removed in it (the entry itself included)."""
 
-    def _gone(self, names: list, freed: int) -> None:
-        path = self._path(names)
-        self.outcome.gone(path, freed)
-        if self.on_remove is not None and not self.dry_run:
-            self.on_remove(display_path(path), freed)
+    def _where(self, names: list) -> Callable[[], str]:
+        return lambda: shown(self.root, names)
 
-    def _path(self, names: list) -> str:
-        return "/".join([self.root.rstrip("/")] + names)
+    def _lazy(self, where: Where) -> Callable[[], str]:
+        return lambda: shown(self.root, where())
 
     def _open_root(self) -> Optional[int]:
-        """Open the base, then each ``below`` component without following symlinks; None (reported) if not."""
+        """Open the base inside the tree, then each ``below`` component without following symlinks.
+
+        None (reported) if that fails.
+        """
         try:
-            fd = open_dir(self.base)
+            fd = self.tree.open_dir(self.inner_base)
         except OSError as exc:
-            self.outcome.error(self.base, describe_os_error(exc))
+            self.outcome.error(lambda: display_path(self.base), describe_os_error(exc))
             return None
         self.dev = os.fstat(fd).st_dev
         for depth, component in enumerate(self.below):
@@ -254,18 +292,22 @@ class Remover:
             except FileNotFoundError:
                 child = None
             except OSError as exc:
-                self.outcome.error(path, "not a directory of its own (a symlink?): %s" % describe_os_error(exc)
-                                   if exc.errno in (errno.ELOOP, errno.ENOTDIR) else describe_os_error(exc))
+                self.outcome.error(lambda: display_path(path), "not a directory of its own (a symlink?): %s"
+                                   % describe_os_error(exc) if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                                   else describe_os_error(exc))
                 child = None
             os.close(fd)
             if child is None:
                 return None
             if os.fstat(child).st_dev != self.dev:
                 os.close(child)
-                self.outcome.keep(path, "other_filesystem")
+                self.outcome.keep(lambda: display_path(path), "other_filesystem")
                 return None
             fd = child
         self.mnt = mount_id(fd) if self.check_mounts else None
+        ident = (self.dev, os.fstat(fd).st_ino)
+        if ident != self._host_root_of:  # the root is reopened per entry; its host path is looked up once
+            self.host_root, self._host_root_of = host_path_of(fd, self.mountinfo), ident
         return fd
 
     def remove_matching(self, select: Callable[[str], bool]) -> None:
@@ -276,7 +318,7 @@ class Remover:
         try:
             names = sorted(name for name in os.listdir(root_fd) if select(name))
         except OSError as exc:
-            self.outcome.error(self.root, describe_os_error(exc))
+            self.outcome.error(lambda: display_path(self.root), describe_os_error(exc))
             names = []
         finally:
             os.close(root_fd)
@@ -288,54 +330,59 @@ class Remover:
         root_fd = self._open_root()
         if root_fd is None:
             return False
+        removed, freed = self.outcome.removed, self.outcome.freed_bytes
         try:
             try:
                 st = os.lstat(name, dir_fd=root_fd)
             except FileNotFoundError:
                 return True
             except OSError as exc:
-                self.outcome.error(self._path([name]), describe_os_error(exc))
+                self.outcome.error(self._where([name]), describe_os_error(exc))
                 return False
             if stat.S_ISDIR(st.st_mode):
                 return self._tree(root_fd, name, st)
-            return self._leaf(root_fd, [name], st)
+            return self._leaf(root_fd, name, lambda: [name], st)
         finally:
             os.close(root_fd)
+            if self.on_remove is not None and not self.dry_run and self.outcome.removed > removed:
+                host = None if self.host_root is None else display_path(self.host_root.rstrip("/") + "/" + name)
+                self.on_remove(self._where([name])(), host, self.outcome.freed_bytes - freed,
+                               self.outcome.removed - removed)
 
-    def _leaf(self, parent_fd: int, names: list, st: os.stat_result) -> bool:
+    def _leaf(self, parent_fd: int, name: str, where: Where, st: os.stat_result) -> bool:
         """Unlink a non-directory if the rules allow; True when it is gone."""
-        reason = ("excluded" if self.policy.excluded(names) else self.guards.reason(st)
+        reason = ("excluded" if self.policy.excluded(name, where) else self.guards.reason(st)
                   or ("fresh" if self.policy.fresh(st, is_dir=False) else None))
         if reason:
-            self.outcome.keep(self._path(names), reason)
+            self.outcome.keep(self._lazy(where), reason)
             return False
         freed = st.st_blocks * 512 if st.st_nlink == 1 else 0
         if self.dry_run:
-            self._gone(names, freed)
+            self.outcome.gone(self._lazy(where), freed)
             return True
         try:
-            now = os.lstat(names[-1], dir_fd=parent_fd)
+            now = os.lstat(name, dir_fd=parent_fd)
             if (now.st_ino, now.st_mtime_ns, now.st_ctime_ns) != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
-                self.outcome.keep(self._path(names), "changed")
+                self.outcome.keep(self._lazy(where), "changed")
                 return False
-            os.unlink(names[-1], dir_fd=parent_fd)
+            os.unlink(name, dir_fd=parent_fd)
         except FileNotFoundError:
             return True
         except OSError as exc:
-            self.outcome.error(self._path(names), describe_os_error(exc))
+            self.outcome.error(self._lazy(where), describe_os_error(exc))
             return False
-        self._gone(names, freed)
+        self.outcome.gone(self._lazy(where), freed)
         return True
 
-    def _dir_reason(self, names: list, st: os.stat_result) -> Optional[str]:
+    def _dir_reason(self, name: str, where: Where, st: os.stat_result) -> Optional[str]:
         """Why a directory and everything below it must stay, before entering it."""
         if st.st_dev != self.dev:
             return "other_filesystem"
-        if self.policy.excluded(names):
+        if self.policy.excluded(name, where):
             return "excluded"
         return self.guards.reason(st)
 
-    def _open_child(self, parent_fd: int, name: str, ino: int, where: Callable[[], list]) -> Optional[int]:
+    def _open_child(self, parent_fd: int, name: str, ino: int, where: Where) -> Optional[int]:
         """Open a listed directory: the same inode, on the same mount, and not flock-ed by anyone."""
         try:
             fd = open_dir(name, dir_fd=parent_fd)
@@ -343,9 +390,9 @@ class Remover:
             return None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                self.outcome.keep(self._path(where()), "changed")
+                self.outcome.keep(self._lazy(where), "changed")
             else:
-                self.outcome.error(self._path(where()), describe_os_error(exc))
+                self.outcome.error(self._lazy(where), describe_os_error(exc))
             return None
         st = os.fstat(fd)
         reason = None
@@ -360,11 +407,11 @@ class Remover:
                 reason = "locked"
         if reason:
             os.close(fd)
-            self.outcome.keep(self._path(where()), reason)
+            self.outcome.keep(self._lazy(where), reason)
             return None
         return fd
 
-    def _children(self, fd: int, names: list, state: _DirState) -> list:
+    def _children(self, fd: int, where: Where, state: _DirState) -> list:
         """The entries of an open directory with their lstat, listed once before anything goes."""
         children = []
         try:
@@ -375,25 +422,29 @@ class Remover:
                     except FileNotFoundError:
                         continue
                     except OSError as exc:
-                        self.outcome.error(self._path(names + [entry.name]), describe_os_error(exc))
+                        self.outcome.error(self._lazy(lambda name=entry.name: where() + [name]),
+                                           describe_os_error(exc))
                         state.all_gone = False
         except OSError as exc:
-            self.outcome.error(self._path(names), describe_os_error(exc))
+            self.outcome.error(self._lazy(where), describe_os_error(exc))
             state.all_gone = False
         return children
 
     def _tree(self, root_fd: int, name: str, st: os.stat_result) -> bool:
         """Empty and remove a directory, depth first, with a bounded number of fds open."""
-        reason = self._dir_reason([name], st)
+        def top_where() -> list:
+            return [name]
+
+        reason = self._dir_reason(name, top_where, st)
         if reason:
-            self.outcome.keep(self._path([name]), reason)
+            self.outcome.keep(self._where([name]), reason)
             return False
-        fd = self._open_child(root_fd, name, st.st_ino, lambda: [name])
+        fd = self._open_child(root_fd, name, st.st_ino, top_where)
         if fd is None:
             return False
         state = _DirState(st)
         stack = DirStack(Frame(name, st.st_ino, fd, [], state), self._open_child, [name])
-        stack.top.pending = self._children(fd, [name], state)
+        stack.top.pending = self._children(fd, top_where, state)
         gone = False
         try:
             while stack:
@@ -401,10 +452,12 @@ class Remover:
                 if top.pending:
                     self._visit(stack, *top.pending.pop())
                     continue
-                parent_fd = root_fd if len(stack) == 1 else stack.ensure_open(len(stack) - 2)
-                names = stack.names()
+                level = len(stack) - 1
+                parent_fd = root_fd if level == 0 else stack.ensure_open(level - 1)
+                where = stack.names if level == 0 else (lambda lvl=level - 1, nm=top.name: stack.names(lvl, nm))
                 stack.pop()
-                gone = top.state.all_gone and parent_fd is not None and self._rmdir(parent_fd, names, top.state.st)
+                gone = top.state.all_gone and parent_fd is not None and self._rmdir(parent_fd, top.name, where,
+                                                                                    top.state.st)
                 if not gone and stack:
                     stack.top.state.all_gone = False
         finally:
@@ -414,11 +467,15 @@ class Remover:
     def _visit(self, stack: DirStack, name: str, st: os.stat_result) -> None:
         """Handle one entry of the top directory: unlink it, or enter it."""
         top = stack.top
-        names = stack.names(extra=name)
+        level = len(stack) - 1
+
+        def where(level=level, name=name) -> list:
+            return stack.names(level, name)
+
         if stat.S_ISDIR(st.st_mode):
-            reason = self._dir_reason(names, st)
+            reason = self._dir_reason(name, where, st)
             if reason:
-                self.outcome.keep(self._path(names), reason)
+                self.outcome.keep(self._lazy(where), reason)
                 top.state.all_gone = False
                 return
         parent_fd = stack.ensure_open()
@@ -426,33 +483,33 @@ class Remover:
             top.state.all_gone = False
             return
         if not stat.S_ISDIR(st.st_mode):
-            if not self._leaf(parent_fd, names, st):
+            if not self._leaf(parent_fd, name, where, st):
                 top.state.all_gone = False
             return
-        fd = self._open_child(parent_fd, name, st.st_ino, lambda: names)
+        fd = self._open_child(parent_fd, name, st.st_ino, where)
         if fd is None:
             top.state.all_gone = False
             return
         state = _DirState(st)
-        stack.push(Frame(name, st.st_ino, fd, self._children(fd, names, state), state))
+        stack.push(Frame(name, st.st_ino, fd, self._children(fd, where, state), state))
 
-    def _rmdir(self, parent_fd: int, names: list, st: os.stat_result) -> bool:
+    def _rmdir(self, parent_fd: int, name: str, where: Where, st: os.stat_result) -> bool:
         """Remove an emptied directory if it is old enough (by its stat before the walk)."""
         if self.policy.fresh(st, is_dir=True):
-            self.outcome.keep(self._path(names), "fresh")
+            self.outcome.keep(self._lazy(where), "fresh")
             return False
         if self.dry_run:
-            self._gone(names, st.st_blocks * 512)
+            self.outcome.gone(self._lazy(where), st.st_blocks * 512)
             return True
         try:
-            os.rmdir(names[-1], dir_fd=parent_fd)
+            os.rmdir(name, dir_fd=parent_fd)
         except FileNotFoundError:
             return True
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                self.outcome.keep(self._path(names), "not_empty")
+                self.outcome.keep(self._lazy(where), "not_empty")
             else:
-                self.outcome.error(self._path(names), describe_os_error(exc))
+                self.outcome.error(self._lazy(where), describe_os_error(exc))
             return False
-        self._gone(names, st.st_blocks * 512)
+        self.outcome.gone(self._lazy(where), st.st_blocks * 512)
         return True

@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Protocol, Sequence
 
 from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
+from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST, Tree, mount_id, mounts_below, open_dir
 
 MAX_REPORTED = 50
 """Errors and skipped entries listed per scan; the rest are only counted."""
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 class Layout(Protocol):
@@ -46,9 +44,10 @@ class Layout(Protocol):
 class Root:
     """A directory to measure: its own key and the layout state of its children.
 
-    ``mountinfo`` is the mount table of the tree walked and ``inner_path`` the
-    root as that table names it (for a container: ``/proc/<pid>/mountinfo``
-    and ``/tmp``); by default this process's table and ``path``.
+    ``path`` names it in messages; it is opened as ``inner_path`` (default
+    ``path``) resolved inside ``tree`` (default this host's root), never
+    through a symlink of the tree to outside it.  ``mountinfo`` is the mount
+    table of the tree walked (for a container: ``/proc/<pid>/mountinfo``).
     """
 
     path: str
@@ -56,6 +55,11 @@ class Root:
     state: Optional[Hashable] = None
     mountinfo: str = "/proc/self/mountinfo"
     inner_path: Optional[str] = None
+    tree: Tree = HOST
+
+    def open(self) -> int:
+        """An fd of the root directory, resolved inside its tree."""
+        return self.tree.open_dir(self.inner_path or self.path)
 
 
 @dataclass
@@ -120,56 +124,30 @@ def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+_UNPRINTABLE_KEEP_NEWLINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal or a log line.
+
+    Undecodable bytes, control characters (ESC, BEL, CR, a newline unless
+    kept) and bidi overrides are written as backslash escapes (x1b, u202e),
+    so no name can move the cursor, retitle the terminal or forge a line.
+    """
+    pattern = _UNPRINTABLE_KEEP_NEWLINES if keep_newlines else _UNPRINTABLE
+    return pattern.sub(_escape, display_path(text))
+
+
+def _escape(match) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or ("\\x%02x" if ord(char) < 0x100 else "\\u%04x") % ord(char)
+
+
 def describe_os_error(exc: OSError) -> str:
     """A short message for an OSError, without the path (reported separately)."""
     return exc.strerror or exc.__class__.__name__
-
-
-def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
-    """Open a directory without following a final symlink or updating its atime."""
-    try:
-        return os.open(name, _DIR_FLAGS | _NOATIME, dir_fd=dir_fd)
-    except PermissionError:
-        if not _NOATIME:
-            raise
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # O_NOATIME needs ownership
-
-
-def mounts_below(mountinfo: str, path: str) -> bool:
-    """Whether the mount table lists a mount point strictly below ``path`` (True when unreadable)."""
-    prefix = os.fsencode(path.rstrip("/") + "/")
-    try:
-        with open(mountinfo, "rb") as table:
-            for line in table:
-                fields = line.split()
-                if len(fields) > 4 and _unescape_mount_point(fields[4]).startswith(prefix):
-                    return True
-    except OSError:
-        return True
-    return False
-
-
-def _unescape_mount_point(field: bytes) -> bytes:
-    """Undo mountinfo's octal escapes (``\\040`` for a space)."""
-    if b"\\" not in field:
-        return field
-    return re.sub(rb"\\([0-7]{3})", lambda match: bytes([int(match.group(1), 8)]), field)
-
-
-def mount_id(fd: int) -> Optional[int]:
-    """The mount id of an open file (from ``/proc/self/fdinfo``), or None without /proc."""
-    try:
-        info_fd = os.open("/proc/self/fdinfo/%d" % fd, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(info_fd, 4096)
-    finally:
-        os.close(info_fd)
-    for line in data.splitlines():
-        if line.startswith(b"mnt_id:"):
-            return int(line.split()[1])
-    return None
 
 
 @dataclass(frozen=True)
@@ -319,7 +297,7 @@ class _Walker:
         if info is None:
             return None
         try:
-            fd = open_dir(root.path)
+            fd = root.open()
         except OSError as exc:
             self.notes.error(root.path, describe_os_error(exc))
             return None
@@ -397,7 +375,7 @@ def default_workers() -> int:
 
 def _root_info(root: Root, notes: Notes) -> Optional[_RootInfo]:
     try:
-        fd = open_dir(root.path)
+        fd = root.open()
     except OSError as exc:
         notes.error(root.path, describe_os_error(exc))
         return None

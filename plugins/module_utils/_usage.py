@@ -14,23 +14,24 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fnmatch
 import os
+import pwd
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
-    SESSION_RE,
     Target,
     discover,
     latest_session,
     mark_live_sessions,
     mount_namespace,
+    session_started,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, display_path, scan
+from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, printable, scan
 
 DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
 LEVELS = ("ok", "info", "warning", "critical")
@@ -60,10 +61,17 @@ class UsageOptions:
     activity: bool = False
     cpu_idle_percent: float = 5.0
     sample_seconds: float = 1.0
+    ray_users: tuple = ()
+
+    @property
+    def ray_uids(self) -> frozenset:
+        """The uids of ``ray_users``: whose Ray processes are trusted, besides root's."""
+        return uids_of_users(self.ray_users)
 
     def validate(self) -> None:
         """Raise ``UsageError`` naming the first bad value and how to fix it."""
         check_root_dir("tmp_dir", self.tmp_dir)
+        uids_of_users(self.ray_users)
         if self.ray_temp_dir is not None:
             if not os.path.isabs(self.ray_temp_dir):
                 raise UsageError("ray_temp_dir %r is not an absolute path; give the full path of Ray's temp root, "
@@ -101,6 +109,39 @@ def check_root_dir(option: str, path: str) -> None:
         raise UsageError("%s %r does not exist; create it or give the temp directory Ray uses" % (option, path))
     if not os.path.isdir(path):
         raise UsageError("%s %r is not a directory; give a directory such as /tmp" % (option, path))
+
+
+def check_target_dir(target: Target, option: str, path: str) -> None:
+    """A directory to work in on a target must exist there as a real directory, resolved inside its root."""
+    where = path if target.prefix == "/" else "%s (in container %s)" % (path, target.name)
+    try:
+        os.close(target.tree.open_dir(path))
+    except UnsafePath as exc:
+        raise UsageError("%s %s: %s" % (option, where, exc.strerror)) from exc
+    except FileNotFoundError as exc:
+        raise UsageError("%s %s does not exist; create it or give the temp directory Ray uses" % (option, where)) \
+            from exc
+    except NotADirectoryError as exc:
+        raise UsageError("%s %s is not a directory; give a directory such as /tmp" % (option, where)) from exc
+    except OSError as exc:
+        raise UsageError("%s %s cannot be opened: %s" % (option, where, exc.strerror or exc)) from exc
+
+
+def uids_of_users(users: Any) -> frozenset:
+    """The uids of ``ray_users`` (names, or numeric uids as strings): whose Ray processes are trusted, with root."""
+    uids = set()
+    for user in users:
+        text = str(user).strip()
+        if text.isdigit():
+            uids.add(int(text))
+            continue
+        try:
+            uids.add(pwd.getpwnam(text).pw_uid)
+        except KeyError:
+            raise UsageError("ray_users %r: %r is not a user on this node; give the user that runs Ray "
+                             "(a name from /etc/passwd, or a numeric uid such as 1000 for Ray in containers)"
+                             % (list(users), user)) from None
+    return frozenset(uids)
 
 
 def check_patterns(patterns: Any) -> None:
@@ -164,8 +205,8 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def filesystem_of(path: str, display: Optional[str] = None) -> dict:
-    """Size figures of the filesystem holding ``path``, as ``df`` computes them."""
+def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
+    """Size figures of the filesystem holding ``path`` (or an open fd), as ``df`` computes them."""
     st = os.statvfs(path)
     total = st.f_blocks * st.f_frsize
     free = st.f_bavail * st.f_frsize
@@ -202,7 +243,7 @@ class RayTmpLayout:
                     return ("pattern", pattern), None
             return ("other",), None
         if kind == "ray":
-            if is_dir and SESSION_RE.match(name):
+            if is_dir and session_started(name):
                 session = ("session", state[1], name)
                 return session, session
             if name.startswith(SPILL_PREFIX):
@@ -260,16 +301,21 @@ class TargetReport:
         if self.options.uv_cache_dir:
             wanted.append((self.options.uv_cache_dir, ("uv",), None))
         roots, seen = [], {}
+        tree = self.target.tree
         for path, key, state in wanted:
-            on_host = self.target.host_path(path)
+            on_host = tree.host_path(path)
             try:
-                st = os.lstat(on_host)
+                fd = tree.open_dir(path)
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 notes.error(on_host, exc.strerror or str(exc))
                 continue
-            root = Root(on_host, key, state, mountinfo=self.target.mountinfo(), inner_path=path)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            root = Root(on_host, key, state, mountinfo=self.target.mountinfo(), inner_path=path, tree=tree)
             ident = (st.st_dev, st.st_ino)
             if ident in seen:
                 roots[seen[ident]] = (path, root)  # the more specific layout wins
@@ -281,8 +327,8 @@ class TargetReport:
     def measure(self) -> dict:
         """Scan the target and return its report (without containers)."""
         opts = self.options
-        check_root_dir("tmp_dir", self.target.host_path(opts.tmp_dir))
-        layout = discover(self.target, self.psutil, opts.tmp_dir, opts.ray_temp_dir, self.environ)
+        check_target_dir(self.target, "tmp_dir", opts.tmp_dir)
+        layout = discover(self.target, self.psutil, opts.tmp_dir, opts.ray_temp_dir, self.environ, opts.ray_uids)
         notes = Notes()
         roots = self._roots(layout.temp_roots, notes)
         result = scan([root for _path, root in roots], RayTmpLayout(tuple(opts.patterns)), opts.scan_workers)
@@ -305,6 +351,7 @@ class TargetReport:
             "ray_temp_dirs": layout.temp_roots,
             "node_role": layout.node_role,
             "ray_processes": layout.processes,
+            "untrusted_processes": layout.untrusted,
             "categories": categories,
             "sessions": [{k: v for k, v in s.items() if k != "root"} for s in sessions],
             "errors": notes.errors,
@@ -318,15 +365,18 @@ class TargetReport:
     def _filesystems(self, paths: list) -> list:
         found, seen = [], set()
         for path in paths:
-            on_host = self.target.host_path(path)
             try:
-                dev = os.stat(on_host).st_dev
+                fd = self.target.tree.open_dir(path)
             except OSError:
                 continue
-            if dev in seen:
-                continue
-            seen.add(dev)
-            fs = filesystem_of(on_host, display=path)
+            try:
+                dev = os.fstat(fd).st_dev
+                if dev in seen:
+                    continue
+                seen.add(dev)
+                fs = filesystem_of(fd, display=path)
+            finally:
+                os.close(fd)
             fs["level"] = level_for(fs["used_percent"], self.options.thresholds)
             found.append(fs)
         return found
@@ -337,16 +387,12 @@ class TargetReport:
             session = session_of_key(key)
             if session:
                 by_session.setdefault(session, {})[key[0]] = tally
-        latest = {root: latest_session(self.target.host_path(os.path.join(root, "session_latest")), root)
-                  for root in layout.temp_roots}
+        latest = {root: latest_session(self.target.tree, root) for root in layout.temp_roots}
         sessions = []
         for (root, name), parts in sorted(by_session.items(), key=lambda item: item[0][1]):
             reason = layout.live_sessions.get((root, name))
             newest = max(t.newest_mtime for t in parts.values())
-            match = SESSION_RE.match(name)
-            started = None
-            if match:
-                started = datetime.datetime.strptime(match.group(1), "%Y-%m-%d_%H-%M-%S").isoformat()
+            started = session_started(name)
             sessions.append({
                 "root": root,
                 "name": name,
@@ -354,7 +400,7 @@ class TargetReport:
                 "live": reason is not None,
                 "live_reason": reason,
                 "latest": latest.get(root) == name,
-                "started": started,
+                "started": started.isoformat() if started else None,
                 "age_hours": round(max(0.0, self.now - newest) / 3600.0, 2),
                 "bytes": sum(t.bytes for t in parts.values()),
                 "files": sum(t.files for t in parts.values()),
@@ -480,7 +526,7 @@ def sample_activity(host: Optional[Target], containers: list, options: UsageOpti
     )
     from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
 
-    samples = {None: HostSample(psutil, host.mnt_ns)} if host is not None else {}
+    samples = {None: HostSample(psutil, host.mnt_ns, options.ray_uids | {0})} if host is not None else {}
     found: dict = {}
     for container in containers:
         try:
@@ -509,4 +555,4 @@ def summary_line(report: dict) -> str:
             line += "; busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "; idle"
     if report["containers"]:
         line += "; %d container(s)" % len(report["containers"])
-    return display_path(line)
+    return printable(line)

@@ -18,17 +18,20 @@ description:
   - Values are written as Ray reads them - sizes as integers (Ray parses C(512M) with C(int()) and crashes), levels
     as names (Ray ignores numbers such as C(40) and stays at INFO).
   - Only the settings given are managed; O(state=absent) removes all three.
-  - Writes atomically, only when the content really changes.
+  - Writes atomically, only when the content (or O(mode), O(owner), O(group)) really changes, and only through
+    file descriptors, never through a path that another user could replace (see the notes).
 author:
   - rayops.disk contributors (@rayops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.files
 attributes:
   check_mode:
     support: full
+    details: Nothing is created or changed; C(changed) and the diff are those of the real run.
   diff_mode:
-    support: full
+    support: partial
+    details: The diff shows the file's content before and after; a change of only O(mode), O(owner) or O(group)
+      reports C(changed) with equal content.
   idempotent:
     support: full
     description: Whether running the module again right after changes nothing.
@@ -65,13 +68,34 @@ options:
     choices: [present, absent]
     default: present
   backup:
-    description: Keep a timestamped copy of the file before changing it.
+    description: Keep a timestamped copy of the file (same mode and owner) before changing its content.
     type: bool
     default: false
+  mode:
+    description:
+      - The file's permissions, octal (quote it, V('0644')) or symbolic (V(u=rw,g=r,o=r)).
+      - When not given, a file that exists keeps its mode and a new one gets C(0666) minus the umask.
+    type: raw
+  owner:
+    description: User that owns the file, a name or a uid. When not given, a file that exists keeps its owner.
+    type: str
+  group:
+    description: Group of the file, a name or a gid. When not given, a file that exists keeps its group.
+    type: str
 notes:
   - A disk bound per Ray log file is O(rotation_max_bytes) times (O(rotation_backup_count) + 1).
   - Ray reads these settings when its processes start; restart Ray (or the service) for them to apply.
   - Ray does not reopen logs on a signal; an external logrotate of Ray logs needs C(copytruncate).
+  - The module runs as root on files in directories other users may own (C(/opt/ray/.env)). Such a user can
+    rename or replace any entry there at any moment, so the final name of O(path) is never followed - a symlink
+    is refused, with or without check mode, and its target is never read or shown in a diff; give the real file.
+    A file with more than one hard link, a named pipe or a device is refused too.
+  - New content is written in a private C(0700) directory made next to the file, given its mode and owner through
+    its file descriptor (the current file's extended attributes, such as an SELinux label or ACL, are copied) and
+    renamed into place. Ansible's C(atomic_move) is not used, so there are no C(unsafe_writes), SELinux or
+    C(attributes) options.
+  - Directories above the file's own are followed; name the file by a path whose other directories only root can
+    change.
 """
 
 EXAMPLES = r"""
@@ -105,63 +129,88 @@ backup_file:
   sample: /opt/ray/.env.12345.2026-11-22@06:30:00~
 """
 
-import os
-import tempfile
+import stat
+from types import SimpleNamespace
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
 
-from ansible_collections.rayops.disk.plugins.module_utils._log_config import render, settings
+from ansible_collections.rayops.disk.plugins.module_utils._log_config import (
+    Destination, current_umask, group_id, render, settings, user_id)
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
+
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    format=dict(type="str", choices=["env", "systemd"], default="env"),
+    rotation_max_bytes=dict(type="str"),
+    rotation_backup_count=dict(type="int"),
+    backend_log_level=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    backup=dict(type="bool", default=False),
+    mode=dict(type="raw"),
+    owner=dict(type="str"),
+    group=dict(type="str"),
+)
+
+
+def wanted_mode(mode, dest):
+    """``mode`` (an int, an octal string or a symbolic mode) as a number, against the file as it is or will be."""
+    if mode is None or isinstance(mode, int) and not isinstance(mode, bool):
+        number = mode
+    else:
+        try:
+            number = int(mode, 8)
+        except (TypeError, ValueError):
+            base = dest.stat or SimpleNamespace(st_mode=stat.S_IFREG | (0o666 & ~current_umask()))
+            try:
+                number = AnsibleModule._symbolic_mode_to_octal(base, str(mode))
+            except Exception as exc:
+                raise UsageError("mode %r must be in octal or symbolic form, for example '0644' or 'u=rw,g=r,o=r' "
+                                 "(%s)" % (mode, to_native(exc)))
+    if number is not None and number != stat.S_IMODE(number):
+        raise UsageError("mode %r is not a file mode: only permission bits are allowed, for example '0644'" % (mode,))
+    return number
+
+
+def run(params, check_mode):
+    """The module's work: the result, or ``UsageError``/``OSError``; changes nothing in check mode."""
+    absent = params["state"] == "absent"
+    wanted = {} if absent else settings(params["rotation_max_bytes"], params["rotation_backup_count"],
+                                        params["backend_log_level"])
+    if not absent and not wanted:
+        raise UsageError("nothing to set: give rotation_max_bytes, rotation_backup_count or backend_log_level, "
+                         "or state: absent")
+    uid = None if params["owner"] is None else user_id(params["owner"])
+    gid = None if params["group"] is None else group_id(params["group"])
+    path = params["path"]
+    dest = Destination(path)
+    try:
+        mode = wanted_mode(params["mode"], dest)
+        before = "" if dest.content is None else to_text(dest.content, errors="surrogate_or_strict")
+        after = before if (absent and not dest.exists) else render(before, params["format"], wanted, absent)
+        rewrite = after != before
+        result = dict(changed=rewrite or dest.attributes_differ(mode, uid, gid), settings=wanted,
+                      diff=dict(before=before, after=after, before_header=path, after_header=path))
+        if result["changed"] and not check_mode:
+            if rewrite and params["backup"] and dest.exists:
+                result["backup_file"] = dest.backup()
+            if rewrite:
+                dest.replace(to_bytes(after, errors="surrogate_or_strict"), mode, uid, gid)
+            else:
+                dest.set_attributes(mode, uid, gid)
+        return result
+    finally:
+        dest.close()
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            format=dict(type="str", choices=["env", "systemd"], default="env"),
-            rotation_max_bytes=dict(type="str"),
-            rotation_backup_count=dict(type="int"),
-            backend_log_level=dict(type="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            backup=dict(type="bool", default=False),
-        ),
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    params = module.params
-    path = params["path"]
-    absent = params["state"] == "absent"
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        wanted = {} if absent else settings(params["rotation_max_bytes"], params["rotation_backup_count"],
-                                            params["backend_log_level"])
+        result = run(module.params, module.check_mode)
     except UsageError as exc:
         module.fail_json(msg=str(exc))
-    if not absent and not wanted:
-        module.fail_json(msg="nothing to set: give rotation_max_bytes, rotation_backup_count or backend_log_level, "
-                             "or state: absent")
-    if os.path.isdir(path):
-        module.fail_json(msg="path %r is a directory; give the environment file or drop-in to manage" % path)
-    exists = os.path.exists(path)
-    before = ""
-    if exists:
-        with open(path, "rb") as handle:
-            before = to_text(handle.read(), errors="surrogate_or_strict")
-    after = before if (absent and not exists) else render(before, params["format"], wanted, absent)
-    changed = after != before
-    diff = dict(before=before, after=after, before_header=path, after_header=path)
-    result = dict(changed=changed, settings=wanted, diff=diff)
-    if changed and not module.check_mode:
-        if params["backup"] and exists:
-            result["backup_file"] = module.backup_local(path)
-        directory = os.path.dirname(path) or "."
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".ray_log_config-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(to_bytes(after, errors="surrogate_or_strict"))
-        module.atomic_move(temp, path, unsafe_writes=params["unsafe_writes"])
-    if os.path.exists(path):  # in check mode this only reports what would change
-        file_args = module.load_file_common_arguments(params)
-        result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    except OSError as exc:
+        module.fail_json(msg="could not update %r: %s" % (module.params["path"], to_native(exc)))
     if not module._diff:
         result.pop("diff")
     module.exit_json(**result)

@@ -57,6 +57,17 @@ options:
       - By default it is discovered from the running Ray processes, else C($RAY_TMPDIR), C($TMPDIR) or O(tmp_dir),
         plus C(/ray).
     type: path
+  ray_users:
+    description:
+      - Users whose Ray processes are trusted to name Ray's temp roots and live sessions, besides C(root) (always
+        trusted). Names, or numeric uids (for Ray in containers, for example C(1000) for rayproject images).
+      - A process that says it is C(raylet), C(gcs_server) or C(log_monitor) is trusted only when it runs as one of
+        these users, its program is a Ray file owned by such a user, and each temp root it names is a path only root
+        and that user control. Others are listed in RV(untrusted_processes) and ignored. Give O(ray_temp_dir) to
+        name the root yourself.
+    type: list
+    elements: str
+    default: []
   patterns:
     description:
       - File name globs of entries directly inside O(tmp_dir) that packaging, pip and C(tempfile) leave behind.
@@ -257,6 +268,13 @@ ray_processes:
   type: list
   elements: dict
   sample: [{"pid": 4242, "kind": "raylet"}, {"pid": 4230, "kind": "gcs_server"}]
+untrusted_processes:
+  description:
+    - Processes that say they are Ray's but were not trusted (see O(ray_users)), with the reason; ignored.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"pid": 5150, "kind": "raylet", "reason": "runs as mallory, not as root or a user of ray_users"}]
 categories:
   description:
     - Disjoint categories, each with C(bytes) (allocated), C(apparent_bytes) and C(files) (non-directories).
@@ -402,6 +420,7 @@ not_measured_count:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
+from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, UsageOptions, collect_usage
 
 
@@ -410,6 +429,7 @@ def main():
         argument_spec=dict(
             tmp_dir=dict(type="path", default="/tmp"),
             ray_temp_dir=dict(type="path"),
+            ray_users=dict(type="list", elements="str", default=[]),
             patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
             thresholds=dict(type="dict", default={}, apply_defaults=True, options=dict(
                 info=dict(type="float", default=80),
@@ -433,12 +453,13 @@ def main():
 
     params = dict(module.params)
     params["patterns"] = tuple(params["patterns"])
+    params["ray_users"] = tuple(params["ray_users"])
     try:
         report = collect_usage(UsageOptions(**params), psutil, docker)
     except UsageError as exc:
         module.fail_json(msg=str(exc))
     if report["containers_error"]:
-        module.warn(report["containers_error"])
+        module.warn(printable(report["containers_error"]))
     module.exit_json(changed=False, **report)
 
 

@@ -56,6 +56,17 @@ options:
   ray_temp_dir:
     description: Ray's temp root on the host. Default discovered as in M(rayops.disk.ray_tmp_usage).
     type: path
+  ray_users:
+    description:
+      - Users whose Ray processes are trusted to name Ray's temp roots and live sessions, besides C(root) (always
+        trusted). Names, or numeric uids (for Ray in containers, for example C(1000) for rayproject images).
+      - A process that says it is C(raylet), C(gcs_server) or C(log_monitor) is trusted only when it runs as one of
+        these users, its program is a Ray file owned by such a user, and each temp root it names is a path only root
+        and that user control. Others are ignored (M(rayops.disk.ray_tmp_usage) lists them with the reason). Give
+        O(ray_temp_dir) to name the root yourself.
+    type: list
+    elements: str
+    default: []
   patterns:
     description:
       - File name globs of entries directly inside O(tmp_dir) to remove (names only; no C(/), no C(..), not a glob
@@ -226,6 +237,14 @@ targets:
       description: Paths removed, as the target names them (at most 100).
       type: list
       elements: str
+    roots:
+      description:
+        - The directories removed from, as the target names them (O(tmp_dir), Ray temp roots, C(logs/old)) and where
+          they really are on the host (for a container, in its filesystem, for example its overlay's C(merged) dir).
+          Each was resolved inside the target's root, never through a symlink to outside it.
+      type: list
+      elements: dict
+      sample: [{"path": "/tmp", "host_path": "/var/lib/docker/overlay2/3f2a/merged/tmp"}]
     kept:
       description: What was protected and why (C(open), C(locked), C(live_socket), C(mount_point), C(fresh)...), at most 100.
       type: list
@@ -261,6 +280,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
+from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
 from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
 
 
@@ -268,7 +288,7 @@ def diff_of(result):
     """Before: every path removed, per target; after: nothing."""
     lines = []
     for target in result["targets"]:
-        lines.extend("%s: %s" % (target["name"], path) for path in target["removed_paths"])
+        lines.extend("%s: %s" % (target["name"], printable(path)) for path in target["removed_paths"])
         if target["removed"] > len(target["removed_paths"]):
             lines.append("%s: ... and %d more" % (target["name"], target["removed"] - len(target["removed_paths"])))
     return {"before": "\n".join(lines) + ("\n" if lines else ""), "after": "",
@@ -280,6 +300,7 @@ def main():
         argument_spec=dict(
             tmp_dir=dict(type="path", default="/tmp"),
             ray_temp_dir=dict(type="path"),
+            ray_users=dict(type="list", elements="str", default=[]),
             patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
             exclude=dict(type="list", elements="str", default=[]),
             max_age_hours=dict(type="float", default=24),
@@ -307,7 +328,7 @@ def main():
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = dict(module.params)
-    for name in ("patterns", "exclude", "age_by"):
+    for name in ("patterns", "exclude", "age_by", "ray_users"):
         params[name] = tuple(params[name])
     try:
         result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
@@ -318,7 +339,7 @@ def main():
                          "create" % exc)
     for problem in (result["containers_error"], (result["docker_prune"] or {}).get("error")):
         if problem:
-            module.warn(problem)
+            module.warn(printable(problem))
     if module._diff:
         result["diff"] = diff_of(result)
     module.exit_json(**result)

@@ -2,16 +2,30 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Real Ray, started with the environment file ray_log_config wrote, rotates its logs at that size."""
+"""Real Ray, started with the environment file ray_log_config wrote, rotates its logs at that size.
+
+And the audit's attack, for real: a local user who owns the directory of the
+file (as with /opt/ray/.env) swaps every new entry there for a symlink to a
+root-owned file while root runs the module through Ansible.
+"""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import pwd
+import secrets
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+import time
 
-from ansible_collections.rayops.disk.tests.system.conftest import ansible_module
+import pytest
+
+from ansible_collections.rayops.disk.tests.system.conftest import ansible_module, run_ansible
 
 CHATTY_DRIVER = r"""
 import sys
@@ -47,3 +61,152 @@ def test_ray_rotates_worker_logs_at_the_size_written(ray_head, tmp_path):
     assert rotated, sorted(worker_logs)
     assert max(os.path.getsize(path) for path in worker_logs) <= 1024 * 1024
     assert not [path for path in worker_logs if path.endswith(".out.3")]  # two backups kept, no more
+
+
+USERS_ENV = "# executor settings\nPATH=/usr/bin\nexport RAY_BACKEND_LOG_LEVEL=40\nRAY_ROTATION_MAX_BYTES=512M\n"
+SECRET = "ROOT_ONLY_TOKEN=s3cr3t-91c4\n"
+
+ATTACKER = r"""
+import ctypes, itertools, os, struct, sys
+directory, target = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+IN_CREATE, IN_ISDIR = 0x100, 0x40000000
+inotify = libc.inotify_init1(0)
+assert inotify >= 0 and libc.inotify_add_watch(inotify, directory.encode(), IN_CREATE) >= 0
+dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+counter = itertools.count()
+
+def ready_link():  # made in advance: the swap is then a single rename
+    name = ".lnk-%d" % next(counter)
+    os.symlink(target, name, dir_fd=dirfd)
+    return name
+
+link = ready_link()
+print("ready", flush=True)
+while True:
+    events = os.read(inotify, 65536)
+    pos = 0
+    while pos < len(events):
+        _wd, mask, _cookie, length = struct.unpack_from("iIII", events, pos)
+        name = events[pos + 16:pos + 16 + length].rstrip(b"\0").decode("utf-8", "surrogateescape")
+        pos += 16 + length
+        if name.startswith((".lnk-", ".away-")):
+            continue
+        print("saw", name, flush=True)
+        try:
+            if mask & IN_ISDIR:  # a directory cannot be renamed over: move it away first
+                os.rename(name, ".away-%d" % next(counter), src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            os.rename(link, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        except OSError as exc:
+            print("missed", name, exc.errno, flush=True)
+            continue
+        print("swapped", name, flush=True)
+        link = ready_link()
+"""
+
+
+def ansible_cli(args, *flags):
+    """Run the module through ``ansible`` with extra flags (--check, --diff): its result and all it printed."""
+    proc = run_ansible("ansible", "localhost", "-m", "rayops.disk.ray_log_config", "-a", json.dumps(args), *flags,
+                       ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    printed = proc.stdout + proc.stderr
+    for line_start in ("localhost | SUCCESS => ", "localhost | CHANGED => ", "localhost | FAILED! => "):
+        if line_start in proc.stdout:
+            result = json.loads(proc.stdout.split(line_start, 1)[1])
+            result["failed"] = "FAILED" in line_start
+            return result, printed
+    raise AssertionError(printed)
+
+
+@pytest.fixture
+def local_user():
+    """A real unprivileged user, made for this test and removed after it: (name, uid, gid)."""
+    name = "rayatk%s" % secrets.token_hex(4)
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        yield name, entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)  # when userdel left it
+
+
+@pytest.fixture
+def user_tree(local_user):
+    """/tmp/rayops-race-*/ (root, 0755) with ray/ and ray/.env owned by the user, and a root-only 0600 file."""
+    _name, uid, gid = local_user
+    base = tempfile.mkdtemp(prefix="rayops-race-", dir="/tmp")
+    os.chmod(base, 0o755)
+    ray_dir = os.path.join(base, "ray")
+    os.mkdir(ray_dir, 0o755)
+    os.chown(ray_dir, uid, gid)
+    env = os.path.join(ray_dir, ".env")
+    with open(env, "w") as handle:
+        handle.write(USERS_ENV)
+        os.fchown(handle.fileno(), uid, gid)
+        os.fchmod(handle.fileno(), 0o644)
+    secret = os.path.join(base, "root-only")
+    with open(secret, "w") as handle:
+        handle.write(SECRET)
+        os.fchmod(handle.fileno(), 0o600)
+    try:
+        yield ray_dir, env, secret
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def untouched(secret):
+    st = os.lstat(secret)
+    with open(secret) as handle:
+        return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, handle.read()) == \
+            (stat.S_IFREG, 0o600, 0, 0, SECRET)
+
+
+def test_a_user_swapping_new_entries_for_symlinks_gets_nothing(local_user, user_tree):
+    """The audit's race, with a real user process watching the directory with inotify; six runs, some with backup."""
+    _name, uid, gid = local_user
+    ray_dir, env, secret = user_tree
+    attacker = subprocess.Popen(["/usr/bin/python3", "-I", "-c", ATTACKER, ray_dir, secret], user=uid, group=gid,
+                                extra_groups=[], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert attacker.stdout.readline().strip() == "ready", attacker.stderr.read()
+        for run in range(6):
+            size = "%dKB" % (512 + run)
+            result, printed = ansible_cli({"path": env, "rotation_max_bytes": size, "rotation_backup_count": 2,
+                                           "backend_log_level": "40", "backup": run % 2 == 1})
+            assert untouched(secret), "run %d handed the root-only file to the user: %r" % (run, os.lstat(secret))
+            assert result.get("changed") is True and not result.get("failed"), printed
+            st = os.lstat(env)  # the destination itself: a regular file, the user's, with the new content
+            assert stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, 0o644)
+            with open(env) as handle:
+                assert "RAY_ROTATION_MAX_BYTES=%d\n" % ((512 + run) * 1024) in handle.read()
+        time.sleep(0.5)  # let the attacker act on the last events
+    finally:
+        attacker.kill()
+        out, err = attacker.communicate()
+    assert untouched(secret)
+    assert "saw .ray_log_config-" in out, out + err  # it watched every private directory being made ...
+    assert "swapped" in out, out + err  # ... and did swap entries (at least the backups) for symlinks
+    leftovers = [name for name in os.listdir(ray_dir) if name.startswith(".ray_log_config-")]
+    assert all(os.path.islink(os.path.join(ray_dir, name)) for name in leftovers), leftovers  # its own links
+
+
+@pytest.mark.parametrize("flags", [("--check", "--diff"), ("--diff",)])
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_a_linked_destination_is_refused_and_the_root_file_never_shown(user_tree, flags, kind):
+    ray_dir, env, secret = user_tree
+    os.unlink(env)
+    if kind == "symlink":
+        os.symlink(secret, env)
+    else:
+        os.link(secret, env)
+    result, printed = ansible_cli({"path": env, "rotation_max_bytes": "1MB", "backup": True}, *flags)
+    assert result.get("failed") is True, printed
+    expected = "path %r is a symlink" % env if kind == "symlink" else "path %r has 2 hard links" % env
+    assert expected in result["msg"], printed
+    if kind == "symlink":
+        assert "give the real file %r instead" % secret in result["msg"]
+    assert "s3cr3t" not in printed
+    assert untouched(secret)
+    assert sorted(os.listdir(ray_dir)) == [".env"]

@@ -52,6 +52,9 @@ def test_one_live_one_stale_session_with_spilled_objects(ray_head):
     assert (stale["live"], live["live"]) == (False, True), (stale["live_reason"], live["live_reason"])
     assert live["live_reason"] == "process:raylet" and live["latest"] and not stale["latest"]
     assert result["node_role"] == "head"
+    # real Ray passes the trust checks: root-owned program files, safe temp root
+    assert {p["kind"] for p in result["ray_processes"]} == {"raylet", "gcs_server", "log_monitor"}
+    assert result["untrusted_processes"] == []
 
     spill_dirs = glob.glob(os.path.join(stale_path, "ray_spilled_objects_*"))
     assert len(spill_dirs) == 1

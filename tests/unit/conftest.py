@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -87,14 +89,40 @@ def as_nobody(function):
     return returned
 
 
+RAY_PROGRAMS = {"raylet": "ray/core/src/ray/raylet/raylet", "gcs_server": "ray/core/src/ray/gcs/gcs_server"}
+SYSTEM_PYTHON = os.path.realpath(shutil.which("python3", path="/usr/bin:/bin") or sys.executable)
+"""A Python every user may run (this run's own may sit in root's home)."""
+
+
+def fake_ray_install(base):
+    """A stand-in Ray package under ``base``: root-owned copies of Python at the paths of Ray's binaries.
+
+    A process started from one of them passes the collection's trust checks
+    the way a real Ray's does (its program is a root-owned file where Ray
+    keeps it); tests that need real Ray use real Ray (tests/system).
+    """
+    programs = {}
+    for kind, relative in RAY_PROGRAMS.items():
+        path = os.path.join(base, "site-packages", relative)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if not os.path.exists(path):
+            shutil.copy2(SYSTEM_PYTHON, path)
+            os.chmod(path, 0o755)
+        programs[kind] = path
+    return programs
+
+
 class SandboxNode:
     """A private mount namespace standing in for a node: only processes started in it count.
 
     Other Ray instances on the test machine are outside it, so they cannot
     leak into discovery; files are shared (the namespace starts as a copy).
+    ``raylet`` and ``gcs_server`` run from ``ray_programs`` (``fake_ray_install``)
+    unless ``impostor`` asks for what any user could start: Python named so.
     """
 
-    def __init__(self):
+    def __init__(self, ray_programs=None):
+        self.ray_programs = ray_programs or {}
         self.procs = []
         self.init = self._popen(["unshare", "--mount", "--propagation", "unchanged", sys.executable, "-c",
                                  "import time; time.sleep(600)"])
@@ -110,19 +138,32 @@ class SandboxNode:
         self.procs.append(proc)
         return proc
 
-    def spawn(self, comm, *args, hold=None, title=None, burn=False):
+    def spawn(self, comm, *args, hold=None, title=None, burn=False, impostor=False, user=None):
         """Start a process named ``comm`` with ``args`` on its command line.
 
         ``hold`` keeps a file open; ``title`` rewrites the command line as Ray
-        does for its workers (``ray::IDLE``...); ``burn`` spins a core.
+        does for its workers (``ray::IDLE``...); ``burn`` spins a core;
+        ``impostor`` runs Python under the name instead of Ray's program;
+        ``user`` runs it as that user (``setpriv``).
         """
         code = ("import ctypes,time; f = open(%r) if %r else None; "
                 "ctypes.CDLL(None).prctl(15, %r, 0, 0, 0); " % (hold or "/", hold, comm.encode()))
         if title:
             code += "import ray._raylet; ray._raylet.setproctitle(%r); " % title  # what Ray itself calls
         code += "exec('while True: pass') if %r else time.sleep(600)" % burn
-        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid, sys.executable, "-c", code]
-                           + list(args))
+        if comm in self.ray_programs and not impostor:
+            program = self.ray_programs[comm]
+        elif impostor or user:  # what any user can run: the system's Python (the venv may be out of their reach)
+            program = SYSTEM_PYTHON
+        else:
+            program = sys.executable
+        become = ["setpriv", "--reuid=%s" % user, "--regid=%s" % user, "--clear-groups", "--"] if user else []
+        argv = [program, "-c", code]
+        if title and user:  # the title as argv[0], without Ray's module
+            code = code.replace("import ray._raylet; ray._raylet.setproctitle(%r); " % title, "")
+            argv = [program, "-c", "import os; os.execv(%r, [%r, '-c', %r] + __import__('sys').argv[1:])"
+                    % (program, title, code)]
+        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid] + become + argv + list(args))
         deadline = time.time() + 20
 
         def ready():
@@ -140,10 +181,31 @@ class SandboxNode:
             proc.wait()
 
 
+@pytest.fixture(scope="session")
+def ray_programs():
+    """Stand-in Ray programs (``fake_ray_install``), made once per run where any user may run them."""
+    base = tempfile.mkdtemp(prefix="rayops-fake-ray-", dir="/var/tmp")
+    os.chmod(base, 0o755)
+    yield fake_ray_install(base)
+    shutil.rmtree(base)
+
+
+@pytest.fixture(scope="session")
+def local_users():
+    """Two real unprivileged users made for the run: ``ray`` (runs Ray) and ``mallory`` (any local user)."""
+    names = {"ray": "rayops-t-ray%d" % os.getpid(), "mallory": "rayops-t-mal%d" % os.getpid()}
+    for name in names.values():
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group",
+                        name], check=True)
+    yield names
+    for name in names.values():
+        subprocess.run(["userdel", name], check=False)
+
+
 @pytest.fixture
-def node():
+def node(ray_programs):
     """A sandbox node (see ``SandboxNode``), stopped after the test."""
-    sandbox = SandboxNode()
+    sandbox = SandboxNode(ray_programs)
     yield sandbox
     sandbox.stop()
 

@@ -45,7 +45,7 @@ def test_a_worker_running_a_task_makes_the_node_busy(node):
     result = sample_all({"node": HostSample(psutil, node.target.mnt_ns)}, 0.5, 5)["node"]
     assert result["busy"] is True
     assert result["ray_tasks"] == ["ray::train_step"]
-    assert result["reasons"][0] == "Ray runs user code: ray::train_step"
+    assert result["reasons"][0] == "Ray runs user code: ray::train_step (as root)"
 
 
 def test_an_idle_worker_burning_cpu_makes_the_node_busy(node):
@@ -103,7 +103,8 @@ def test_a_target_vanishing_mid_sample_is_an_error_and_the_rest_is_sampled(node)
 
 
 def test_verdict_lists_every_reason():
-    result = verdict({"cpu_percent": 12.5, "ray_tasks": ["ray::a", "ray::b"]}, 5)
-    assert result["reasons"] == ["Ray runs user code: ray::a, ray::b", "CPU 12.5% >= 5%"]
-    assert verdict({"cpu_percent": 4.9, "ray_tasks": []}, 5)["busy"] is False
-    assert verdict({"cpu_percent": 5.0, "ray_tasks": []}, 5)["busy"] is True
+    result = verdict({"cpu_percent": 12.5, "ray_tasks": ["ray::a", "ray::b"],
+                      "owners": {"ray::a": ["root"], "ray::b": ["apiuser", "root"]}}, 5)
+    assert result["reasons"] == ["Ray runs user code: ray::a (as root), ray::b (as apiuser, root)", "CPU 12.5% >= 5%"]
+    assert verdict({"cpu_percent": 4.9, "ray_tasks": [], "owners": {}}, 5)["busy"] is False
+    assert verdict({"cpu_percent": 5.0, "ray_tasks": [], "owners": {}}, 5)["busy"] is True

@@ -172,9 +172,9 @@ def test_directory_swapped_for_a_symlink_mid_removal(tmp_path):
     before = tree_digest(str(outside))
 
     class Swapping(Remover):
-        def _children(self, fd, names, state):
-            children = super()._children(fd, names, state)
-            if names == ["tmp_s"]:  # listed, not yet entered: swap the directory for a symlink
+        def _children(self, fd, where, state):
+            children = super()._children(fd, where, state)
+            if where() == ["tmp_s"]:  # listed, not yet entered: swap the directory for a symlink
                 shutil.rmtree(tmp / "tmp_s" / "victim")
                 os.symlink(str(outside), str(tmp / "tmp_s" / "victim"))
             return children
@@ -244,8 +244,8 @@ def test_a_file_replaced_between_listing_and_unlink_is_kept(tmp_path):
     age(str(tmp))
 
     class Replacing(Remover):
-        def _children(self, fd, names, state):
-            children = super()._children(fd, names, state)
+        def _children(self, fd, where, state):
+            children = super()._children(fd, where, state)
             for name in ("a", "b"):  # both replaced after listing by new files of the same name
                 os.unlink(tmp / "tmp_r" / name)
                 write(str(tmp / "tmp_r" / name), 100)

@@ -208,8 +208,8 @@ def test_flag_values_in_both_forms():
     assert layout_mod.flag_value(cmd, "--missing") is None
 
 
-def test_ray_processes_outside_the_node_are_ignored(ray_tree, node):
-    outside = SandboxNode()  # another node on the same machine runs a head raylet on this very tree
+def test_ray_processes_outside_the_node_are_ignored(ray_tree, node, ray_programs):
+    outside = SandboxNode(ray_programs)  # another node on the same machine runs a head raylet on this very tree
     try:
         outside.spawn("raylet", "--session_dir=%s" % (ray_tree / "ray" / NEW), "--head")
         report = report_for(ray_tree, node)

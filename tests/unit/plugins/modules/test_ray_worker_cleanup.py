@@ -147,17 +147,19 @@ def test_a_lock_that_cannot_be_made_fails_with_a_message(run_module, node):
     assert result["msg"].endswith("; run it as root, or give a lock_file (and audit_log) this user can create")
 
 
-def test_audit_log_has_a_line_per_removal(run_module, node):
+def test_audit_log_has_a_line_per_removed_entry_with_what_went_inside(run_module, node):
     audit = node.parent / "audit.jsonl"
     result = run_module(ray_worker_cleanup.main, args_for(node, audit_log=str(audit)))
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert len(lines) == result["targets"][0]["removed"]
-    assert {line["target"] for line in lines} == {"host"}
+    assert sum(line["entries"] for line in lines) == result["targets"][0]["removed"]
+    assert {line["target"] for line in lines} == {"host"} and {line["kind"] for line in lines} == {"host"}
     assert sum(line["bytes"] for line in lines) == result["freed_bytes"]
     by_path = {line["path"]: line for line in lines}
     assert by_path["%s/ray/%s" % (node, STALE)]["reason"] == "stale Ray session"
+    assert by_path["%s/ray/%s" % (node, STALE)]["entries"] > 1  # the session dir and what it held
     assert by_path["%s/ray_tmp_1" % node]["reason"] == "matches ray_tmp_*, pip-*, tmp*"
-    assert set(lines[0]) == {"time", "target", "path", "bytes", "reason"}
+    assert all(line["host_path"] == line["path"] for line in lines)  # on the host, the same path
+    assert set(lines[0]) == {"time", "target", "kind", "path", "host_path", "bytes", "entries", "reason"}
 
 
 def test_excluded_and_fresh_entries_stay(run_module, node):
