@@ -28,6 +28,7 @@ import uuid
 import pytest
 
 from ansible_collections.rayops.disk.tests.system.conftest import run_ansible
+from ansible_collections.rayops.disk.tests.unit.conftest import system_users
 
 PLAYBOOK = """\
 - name: The role, as a deploy runs it
@@ -61,19 +62,8 @@ def sh(*argv, user=None):
 def users():
     """Two real unprivileged users (and their groups): ``ray`` runs Ray, ``attacker`` is any other local user."""
     suffix = uuid.uuid4().hex[:6]
-    names = {"ray": "rtray" + suffix, "attacker": "rtatk" + suffix}
-    created = []
-    try:
-        for name in names.values():
-            proc = sh("useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                      "--shell", "/usr/sbin/nologin", name)
-            assert proc.returncode == 0, proc.stderr
-            created.append(name)
+    with system_users({"ray": "rtray" + suffix, "attacker": "rtatk" + suffix}) as names:
         yield names
-    finally:
-        for name in created:
-            sh("userdel", name)
-            sh("groupdel", name)  # gone with the user already, as a rule
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -181,25 +182,53 @@ class SandboxNode:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+# Function-scoped, as every fixture with a teardown here: ansible-test runs each test in a forked child, where a
+# session fixture would be set up and never torn down.
+@pytest.fixture
 def ray_programs():
-    """Stand-in Ray programs (``fake_ray_install``), made once per run where any user may run them."""
+    """Stand-in Ray programs (``fake_ray_install``) where any user may run them, removed after the test."""
     base = tempfile.mkdtemp(prefix="rayops-fake-ray-", dir="/var/tmp")
     os.chmod(base, 0o755)
     yield fake_ray_install(base)
     shutil.rmtree(base)
 
 
-@pytest.fixture(scope="session")
+def _passwd_command(*argv):
+    """Run useradd/userdel/groupdel, again while another test holds the lock on /etc/passwd (exit 1 or 10)."""
+    for _attempt in range(20):
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode not in (1, 10):
+            break
+        time.sleep(0.5)
+    return proc
+
+
+@contextlib.contextmanager
+def system_users(names):
+    """Real unprivileged users, each with its own group, for the duration: ``names`` maps a role to a name."""
+    created = []
+    try:
+        for name in names.values():
+            proc = _passwd_command("useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                                   "/nonexistent", "--shell", "/usr/sbin/nologin", name)
+            assert proc.returncode == 0, proc.stderr
+            created.append(name)
+        yield names
+    finally:
+        for name in created:
+            _passwd_command("userdel", name)
+            _passwd_command("groupdel", name)  # gone with the user already, as a rule
+
+
+@pytest.fixture
 def local_users():
-    """Two real unprivileged users made for the run: ``ray`` (runs Ray) and ``mallory`` (any local user)."""
-    names = {"ray": "rayops-t-ray%d" % os.getpid(), "mallory": "rayops-t-mal%d" % os.getpid()}
-    for name in names.values():
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group",
-                        name], check=True)
-    yield names
-    for name in names.values():
-        subprocess.run(["userdel", name], check=False)
+    """Two real unprivileged users for the test: ``ray`` (runs Ray) and ``mallory`` (any local user).
+
+    Ask for it before ``node`` or ``sandbox``: fixtures are torn down in reverse, and a user whose
+    processes still run cannot be deleted.
+    """
+    with system_users({"ray": "rayops-t-ray%d" % os.getpid(), "mallory": "rayops-t-mal%d" % os.getpid()}) as names:
+        yield names
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def root_only_model(tmp_path):
     return root_only, ckpt
 
 
-def test_a_users_fake_raylet_cannot_point_root_at_a_root_only_dir(sandbox, tmp_path, capsys, local_users,
+def test_a_users_fake_raylet_cannot_point_root_at_a_root_only_dir(local_users, sandbox, tmp_path, capsys,
                                                                   root_only_model):
     root_only, ckpt = root_only_model
     tmp = make_tree(tmp_path / "tmp")
@@ -129,7 +129,7 @@ def test_a_users_fake_raylet_cannot_point_root_at_a_root_only_dir(sandbox, tmp_p
     assert not os.path.exists(str(tmp / "ray" / STALE))  # the real Ray root was still cleaned
 
 
-def test_a_raylet_naming_slash_is_never_trusted(sandbox, tmp_path, local_users):
+def test_a_raylet_naming_slash_is_never_trusted(local_users, sandbox, tmp_path):
     tmp = make_tree(tmp_path / "tmp")
     sandbox.spawn("raylet", "--temp_dir=/", "--head", user=local_users["mallory"])
     sandbox.spawn("raylet", "--temp_dir=/", "--head")  # root's, from Ray's program: still never /
@@ -158,7 +158,7 @@ def test_a_process_of_root_named_raylet_that_is_not_rays_program_is_not_trusted(
     assert os.path.exists(ckpt)
 
 
-def test_a_ray_users_raylet_is_trusted_only_with_a_safe_temp_root(sandbox, tmp_path, local_users, shared_base):
+def test_a_ray_users_raylet_is_trusted_only_with_a_safe_temp_root(local_users, sandbox, tmp_path, shared_base):
     ray, mallory = local_users["ray"], local_users["mallory"]
     tmp = make_tree(tmp_path / "tmp")
     own = owned_dir(owned_dir(os.path.join(shared_base, "rayhome"), ray) + "/ray", ray, 0o777)
@@ -191,7 +191,7 @@ def test_an_unknown_ray_user_is_bad_input_naming_it(run_module, tmp_path):
 
 # --- finding 6: any user's ray::<title> kept the host busy forever ------------------------------------
 
-def test_another_users_ray_title_does_not_make_the_host_busy(sandbox, tmp_path, run_module, local_users):
+def test_another_users_ray_title_does_not_make_the_host_busy(local_users, sandbox, tmp_path, run_module):
     ray, mallory = local_users["ray"], local_users["mallory"]
     tmp = make_tree(tmp_path / "tmp")
     sandbox.spawn("python-worker", title="ray::train_forever", user=mallory)
