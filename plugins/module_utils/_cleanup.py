@@ -298,7 +298,8 @@ class Cleanup:
     def _entry(name: str, kind: str, status: str, reason: Optional[str]) -> dict:
         return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_bytes_before": None,
                 "tmp_bytes_after": None, "freed_bytes": 0, "removed": 0, "removed_paths": [], "kept": [],
-                "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None, "roots": []}
+                "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None, "roots": [],
+                "untrusted_processes": []}
 
     def _clean(self, name: str, kind: str, target: Target, usage: UsageOptions, activity: Optional[dict],
                environ: Optional[dict]) -> dict:
@@ -311,6 +312,7 @@ class Cleanup:
             return entry
         before = report["tmp_bytes"]
         entry["tmp_bytes_before"] = entry["tmp_bytes_after"] = before
+        entry["untrusted_processes"] = report["untrusted_processes"]
         if before < self.options.min_tmp_bytes:
             entry.update(status="skipped_below_threshold", reason="%s in %s, below min_tmp_size %s" % (
                 format_bytes(before), self.options.tmp_dir, format_bytes(self.options.min_tmp_bytes)))

@@ -44,6 +44,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageOptions,
     collect_usage,
     format_bytes,
+    untrusted_message,
 )
 
 PROG = "ray-maintenance"
@@ -406,6 +407,9 @@ def monitor_lines(report: dict) -> list:
     lines += ["cleanup could free: %s" % suggestion["message"] for suggestion in report["suggestions"]]
     if report["error_count"]:
         lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
+    lines += [message for message in [untrusted_message("host", report["untrusted_processes"])] +
+              [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
+              if message]
     if report["containers"]:
         rows = []
         for entry in report["containers"]:
@@ -497,6 +501,9 @@ def cleanup_lines(result: dict, dry_run: bool) -> list:
         if target["removed"] > MAX_LISTED:
             lines.append("  ... and %d more" % (target["removed"] - MAX_LISTED))
         lines += ["  error %s: %s" % (error["path"], error["error"]) for error in target["errors"]]
+        untrusted = untrusted_message(target["name"], target["untrusted_processes"])
+        if untrusted:
+            lines.append("  " + untrusted)
     if result["docker_prune"]:
         lines.append("docker prune: %s reclaimed" % format_bytes(result["docker_prune"]["reclaimed_bytes"]))
     lines.append("%s %s in total" % ("would free" if dry_run else "freed", format_bytes(result["freed_bytes"])))

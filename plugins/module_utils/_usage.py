@@ -537,6 +537,17 @@ def sample_activity(host: Optional[Target], containers: list, options: UsageOpti
     return found
 
 
+def untrusted_message(target: str, untrusted: list) -> Optional[str]:
+    """What to tell an operator when processes claim to be Ray's and were ignored, or None."""
+    if not untrusted:
+        return None
+    shown = "; ".join("pid %d %s: %s" % (p["pid"], p["kind"], p["reason"]) for p in untrusted[:5])
+    more = " (and %d more)" % (len(untrusted) - 5) if len(untrusted) > 5 else ""
+    return printable("%s: %d process(es) say they are Ray's but are not trusted, so the temp roots they name are not "
+                     "measured or cleaned: %s%s. If Ray runs as that user, add it to ray_users"
+                     % (target, len(untrusted), shown, more))
+
+
 def summary_line(report: dict) -> str:
     """One line for a human: fullness, level, what Ray holds and what could go."""
     fs = report["filesystem"]

@@ -421,7 +421,12 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, UsageOptions, collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._usage import (
+    UsageError,
+    UsageOptions,
+    collect_usage,
+    untrusted_message,
+)
 
 
 def main():
@@ -458,8 +463,11 @@ def main():
         report = collect_usage(UsageOptions(**params), psutil, docker)
     except UsageError as exc:
         module.fail_json(msg=str(exc))
-    if report["containers_error"]:
-        module.warn(printable(report["containers_error"]))
+    problems = [report["containers_error"], untrusted_message("host", report["untrusted_processes"])]
+    problems += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
+    for problem in problems:
+        if problem:
+            module.warn(printable(problem))
     module.exit_json(changed=False, **report)
 
 

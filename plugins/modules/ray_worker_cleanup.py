@@ -265,6 +265,12 @@ targets:
     activity:
       description: The activity sample (C(busy), C(reasons), C(cpu_percent), C(ray_tasks)).
       type: dict
+    untrusted_processes:
+      description:
+        - Processes of the target that say they are Ray's but were not trusted (see O(ray_users)), with the reason.
+          The temp roots they name were not cleaned; a warning says so.
+      type: list
+      elements: dict
 docker_prune:
   description: With O(docker_prune=true), what was pruned (C(containers), C(images), C(build_cache) counts and
     C(reclaimed_bytes)), and C(error) when the prune failed (the cleanup itself stands, with a warning); else null.
@@ -281,7 +287,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, untrusted_message
 
 
 def diff_of(result):
@@ -337,7 +343,9 @@ def main():
     except OSError as exc:  # the lock or the audit log cannot be opened (a non-root run and the default lock_file)
         module.fail_json(msg="cleanup failed: %s; run it as root, or give a lock_file (and audit_log) this user can "
                          "create" % exc)
-    for problem in (result["containers_error"], (result["docker_prune"] or {}).get("error")):
+    problems = [result["containers_error"], (result["docker_prune"] or {}).get("error")]
+    problems += [untrusted_message(t["name"], t["untrusted_processes"]) for t in result["targets"]]
+    for problem in problems:
         if problem:
             module.warn(printable(problem))
     if module._diff:

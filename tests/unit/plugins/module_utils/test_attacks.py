@@ -20,6 +20,7 @@ import time
 
 import psutil
 import pytest
+from ansible.module_utils.common import warnings
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli, _fdwalk
 from ansible_collections.rayops.disk.plugins.module_utils._fs import (
@@ -108,7 +109,7 @@ def root_only_model(tmp_path):
 
 
 def test_a_users_fake_raylet_cannot_point_root_at_a_root_only_dir(local_users, sandbox, tmp_path, capsys,
-                                                                  root_only_model):
+                                                                  root_only_model, run_module):
     root_only, ckpt = root_only_model
     tmp = make_tree(tmp_path / "tmp")
     fake = sandbox.spawn("raylet", "--temp_dir=%s" % (root_only / "x"),
@@ -127,6 +128,17 @@ def test_a_users_fake_raylet_cannot_point_root_at_a_root_only_dir(local_users, s
     assert code == 0
     assert os.path.exists(ckpt)
     assert not os.path.exists(str(tmp / "ray" / STALE))  # the real Ray root was still cleaned
+    assert json.loads(out)["targets"][0]["untrusted_processes"] == report["untrusted_processes"]
+
+    told = ("host: 1 process(es) say they are Ray's but are not trusted, so the temp roots they name are not measured "
+            "or cleaned: pid %d raylet: runs as %s, not as root or a user of ray_users. If Ray runs as that user, "
+            "add it to ray_users" % (fake.pid, local_users["mallory"]))
+    code, out, _err = run_cli(capsys, "--config", path, "monitor")
+    assert code == 0 and told in out.splitlines()  # the operator is told, not left to find out
+    code, out, _err = run_cli(capsys, "--config", path, "cleanup", "--dry-run")
+    assert "  " + told in out.splitlines()
+    run_module(ray_tmp_usage.main, {"tmp_dir": str(tmp), "scan_workers": 1})
+    assert told in warnings.get_warning_messages()
 
 
 def test_a_raylet_naming_slash_is_never_trusted(local_users, sandbox, tmp_path):
