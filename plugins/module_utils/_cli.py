@@ -45,6 +45,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     collect_usage,
     format_bytes,
     untrusted_message,
+    untrusted_messages,
 )
 
 PROG = "ray-maintenance"
@@ -407,9 +408,7 @@ def monitor_lines(report: dict) -> list:
     lines += ["cleanup could free: %s" % suggestion["message"] for suggestion in report["suggestions"]]
     if report["error_count"]:
         lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
-    lines += [message for message in [untrusted_message("host", report["untrusted_processes"])] +
-              [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
-              if message]
+    lines += untrusted_messages(report)
     if report["containers"]:
         rows = []
         for entry in report["containers"]:

@@ -548,6 +548,13 @@ def untrusted_message(target: str, untrusted: list) -> Optional[str]:
                      % (target, len(untrusted), shown, more))
 
 
+def untrusted_messages(report: dict) -> list:
+    """``untrusted_message`` for the host and each container of a usage report, where there is one."""
+    found = [untrusted_message("host", report["untrusted_processes"])]
+    found += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
+    return [message for message in found if message]
+
+
 def summary_line(report: dict) -> str:
     """One line for a human: fullness, level, what Ray holds and what could go."""
     fs = report["filesystem"]

@@ -425,7 +425,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageError,
     UsageOptions,
     collect_usage,
-    untrusted_message,
+    untrusted_messages,
 )
 
 
@@ -463,9 +463,7 @@ def main():
         report = collect_usage(UsageOptions(**params), psutil, docker)
     except UsageError as exc:
         module.fail_json(msg=str(exc))
-    problems = [report["containers_error"], untrusted_message("host", report["untrusted_processes"])]
-    problems += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
-    for problem in problems:
+    for problem in [report["containers_error"]] + untrusted_messages(report):
         if problem:
             module.warn(printable(problem))
     module.exit_json(changed=False, **report)
