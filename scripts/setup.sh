@@ -11,6 +11,12 @@
 #     logrotate; the tag changes when its package list does), and rayops-test/debian-bare:bookworm
 #     (python3 only: a fresh node for molecule's `fresh` scenario)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
+#   - the users' Ray versions beside the newest (.venv's): venvs /var/cache/rayops-disk/ray-2.40.0 and
+#     ray-2.53.0 with ray[default]==<version>, from the same base python as .venv (pip re-run only when
+#     the stamp .rayops-ray.sha256 or `import ray` disagrees; a venv made by hand that works is kept)
+#   - rayops-test/ray:2.53.0 (no registry): $PY_IMAGE plus ray==2.53.0 in /opt/ray (on PATH), installed
+#     offline from wheels downloaded once (cp311, manylinux x86_64) to /var/cache/rayops-disk/ray-wheels-2.53.0;
+#     a Ray worker container as the users run them
 #   - wheels of psutil and docker (and what docker needs) in /var/cache/rayops-disk/wheels, for
 #     the role's venv install method in molecule's `venv` scenario (no index inside containers)
 #   - community.docker and ansible.posix (molecule's driver, the docker connection) out of PyPI's
@@ -28,6 +34,9 @@ REQS="$REPO/requirements/dev.txt"
 IMAGE="rayops-test/busybox:latest"
 PY_IMAGE="rayops-test/debian-python:bookworm-2"
 BARE_IMAGE="rayops-test/debian-bare:bookworm"
+RAY_VERSIONS=(2.40.0 2.53.0)       # the users' versions; the newest is .venv's (requirements/dev.txt)
+RAY_IMAGE_VERSION=2.53.0
+RAY_IMAGE="rayops-test/ray:$RAY_IMAGE_VERSION"
 CACHE=/var/cache/rayops-disk
 ANSIBLE_WHEEL="ansible-12.3.0-py3-none-any.whl"  # bundles community.docker 4.8.5
 DOCKERD_LOG="/var/log/dockerd-rayops.log"
@@ -216,6 +225,39 @@ else
 fi
 
 # --------------------------------------------------------------------------
+# 4b. Ray venvs of the users' versions (the newest Ray is .venv's)
+# --------------------------------------------------------------------------
+# Kept when `import ray` gives the version and the stamp matches; a venv without the stamp (made
+# by hand) that imports the right Ray is kept too: pip only completes ray[default] (nothing to do
+# when it is there) and the stamp is written. Otherwise the venv is made again.
+base_version="$("$PY" -c 'import sys; print(sys.version)')"
+for ray_ver in "${RAY_VERSIONS[@]}"; do
+    ray_venv="$CACHE/ray-$ray_ver"
+    ray_stamp="$ray_venv/.rayops-ray.sha256"
+    ray_probe="import ray, sys; assert ray.__version__ == '$ray_ver'; print(sys.version)"
+    want="$(printf 'ray[default]==%s\n%s\n' "$ray_ver" "$base_version" | sha256sum | cut -d' ' -f1)"
+    have_version="$("$ray_venv/bin/python" -c "$ray_probe" 2>/dev/null || true)"
+    if [ "$have_version" = "$base_version" ] && [ "$(cat "$ray_stamp" 2>/dev/null || true)" = "$want" ]; then
+        log "ray $ray_ver: $ray_venv up to date"
+        continue
+    fi
+    if [ "$have_version" = "$base_version" ]; then
+        log "ray $ray_ver: $ray_venv works, no stamp yet: completing ray[default]==$ray_ver"
+    else
+        log "ray $ray_ver: creating $ray_venv (a minute or two)"
+        rm -rf "$ray_venv"
+        mkdir -p "$CACHE"
+        "$PY" -m venv "$ray_venv"
+    fi
+    "$ray_venv/bin/python" -m pip install -q --disable-pip-version-check "ray[default]==$ray_ver" 2>&1 |
+        { grep -v -e "is neither a file nor a directory" -e "^\[notice\]" || true; }
+    [ "$("$ray_venv/bin/python" -c "$ray_probe" 2>/dev/null || true)" = "$base_version" ] ||
+        die "ray $ray_ver: $ray_venv does not import Ray $ray_ver"
+    echo "$want" >"$ray_stamp"
+    log "ray $ray_ver: $ray_venv ready"
+done
+
+# --------------------------------------------------------------------------
 # 5. ansible-test offline pip bootstrap
 # --------------------------------------------------------------------------
 # ansible-test bootstraps pip into each sanity venv by downloading
@@ -311,9 +353,73 @@ bash "$REPO/scripts/sync-test-copy.sh" >/dev/null
 log "collections: ANSIBLE_COLLECTIONS_PATH=$REPO/.build/collections, ansible-test copy in .build/ansible-test"
 
 # --------------------------------------------------------------------------
+# 7. Ray worker image (the users' topology: Ray in worker containers), offline
+# --------------------------------------------------------------------------
+# Wheels of plain `ray` (no [default] extras: a minimal Ray, as worker images often are) and what it needs,
+# for the image's python (Debian bookworm: CPython 3.11, glibc 2.36, x86_64), whatever python runs pip here.
+ray_wheels="$CACHE/ray-wheels-$RAY_IMAGE_VERSION"
+want_pins="ray==$RAY_IMAGE_VERSION cp311 manylinux_2_36_x86_64"
+if [ "$(cat "$ray_wheels/.pins" 2>/dev/null || true)" = "$want_pins" ]; then
+    log "ray image wheels: present in $ray_wheels"
+else
+    rm -rf "$ray_wheels"
+    mkdir -p "$ray_wheels"
+    platforms=()
+    for glibc_minor in $(seq 36 -1 17); do
+        platforms+=(--platform "manylinux_2_${glibc_minor}_x86_64")
+    done
+    platforms+=(--platform manylinux2014_x86_64)  # pip adds manylinux2010 and manylinux1
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --only-binary=:all: \
+        --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" -d "$ray_wheels" \
+        "ray==$RAY_IMAGE_VERSION" 2>&1 | { grep -v -e "is neither a file nor a directory" -e "^\[notice\]" || true; }
+    compgen -G "$ray_wheels/ray-$RAY_IMAGE_VERSION-*.whl" >/dev/null || die "no ray $RAY_IMAGE_VERSION wheel in $ray_wheels"
+    echo "$want_pins" >"$ray_wheels/.pins"
+    log "ray image wheels: downloaded ray==$RAY_IMAGE_VERSION and its dependencies to $ray_wheels"
+fi
+
+if docker image inspect "$RAY_IMAGE" >/dev/null 2>&1; then
+    log "image: $RAY_IMAGE present"
+else
+    log "image: building $RAY_IMAGE from $PY_IMAGE and $ray_wheels (no network)"
+    build_log="$(mktemp)"
+    # Two stages: the wheels stay in the first, the image gets only /opt/ray.
+    if ! docker build --network none --build-arg "BASE=$PY_IMAGE" --build-arg "RAY_VERSION=$RAY_IMAGE_VERSION" \
+        -t "$RAY_IMAGE" -f - "$ray_wheels" >"$build_log" 2>&1 <<'EOF'
+ARG BASE
+FROM $BASE AS build
+ARG RAY_VERSION
+COPY *.whl /wheels/
+RUN python3 -m venv /opt/ray && \
+    /opt/ray/bin/pip install -q --disable-pip-version-check --no-index --find-links /wheels "ray==$RAY_VERSION"
+
+FROM $BASE
+COPY --from=build /opt/ray /opt/ray
+# ~/ray_bootstrap_config.yaml says the provider is local: Ray then never probes a cloud metadata address
+RUN printf 'provider:\n  type: local\n' >/root/ray_bootstrap_config.yaml
+ENV PATH=/opt/ray/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+CMD ["sleep", "infinity"]
+EOF
+    then
+        tail -n 30 "$build_log" >&2
+        rm -f "$build_log"
+        die "docker build of $RAY_IMAGE failed"
+    fi
+    rm -f "$build_log"
+    out="$(docker run --rm --network none "$RAY_IMAGE" python -c 'import ray; print(ray.__version__)' 2>&1 || true)"
+    got="$(echo "$out" | tail -n 1)"
+    if [ "$got" != "$RAY_IMAGE_VERSION" ]; then
+        docker image rm "$RAY_IMAGE" >/dev/null 2>&1 || true  # built but broken: the next run builds again
+        die "image $RAY_IMAGE failed its check (import ray gave: $out)"
+    fi
+    log "image: $RAY_IMAGE built and verified (ray $got)"
+fi
+
+# --------------------------------------------------------------------------
 # Summary
 # --------------------------------------------------------------------------
 dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Version}}' 2>/dev/null || echo '?')"
 av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
 rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
-log "ready: docker $dv; ansible-core $av; ray $rv; images $IMAGE $PY_IMAGE $BARE_IMAGE"
+log "ready: docker $dv; ansible-core $av; ray $rv (and ${RAY_VERSIONS[*]} in $CACHE/ray-<version>);" \
+    "images $IMAGE $PY_IMAGE $BARE_IMAGE $RAY_IMAGE"

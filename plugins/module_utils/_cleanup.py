@@ -8,7 +8,8 @@ For each target (the host, and each running Ray worker container reached
 through ``/proc/<pid>/root``): measure it as ``ray_tmp_usage`` does, skip it
 when its temp dir holds less than ``min_tmp_size`` or when it is busy (unless
 ``force``), else remove, under the rules of ``_remove``, the tmp dir's entries
-matching ``patterns``, the stale Ray sessions, and old files in ``logs/old``.
+matching ``patterns``, the stale Ray sessions, old files in ``logs/old``, and
+the stale spill dirs of nodes that no longer run (``spill_candidates``).
 A live session is never a candidate.  One run at a time per host, by a lock.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
@@ -16,7 +17,6 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import errno
 import fcntl
@@ -28,7 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
+    SPILL_DIR_RE,
+    Target,
+    live_node_ids,
+    unix_socket_paths,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._remove import (
     AGE_FIELDS,
     MAX_LISTED,
@@ -59,6 +64,7 @@ class CleanupOptions:
 
     tmp_dir: str = "/tmp"
     ray_temp_dir: Optional[str] = None
+    spill_dirs: tuple = ()
     patterns: tuple = DEFAULT_PATTERNS
     exclude: tuple = ()
     max_age_hours: float = 24.0
@@ -68,9 +74,11 @@ class CleanupOptions:
     sample_seconds: float = 1.0
     clean_stale_sessions: bool = True
     clean_old_logs: bool = True
+    clean_stale_spill: bool = True
     host: bool = True
     containers: bool = False
     container_name_filter: str = "ray-worker"
+    container_tmp_dir: str = "/tmp"
     docker_host: Optional[str] = None
     docker_prune: bool = False
     force: bool = False
@@ -78,6 +86,8 @@ class CleanupOptions:
     lock_timeout: float = 30.0
     audit_log: Optional[str] = None
     ray_users: tuple = ()
+    busy_titles: tuple = ()
+    idle_titles: tuple = ()
     min_tmp_bytes: int = field(default=0, init=False)
 
     def validate(self) -> None:
@@ -104,10 +114,13 @@ class CleanupOptions:
     def usage_options(self) -> UsageOptions:
         """The options measuring and sampling a target take from these."""
         return UsageOptions(tmp_dir=self.tmp_dir, ray_temp_dir=self.ray_temp_dir, patterns=tuple(self.patterns),
+                            spill_dirs=tuple(self.spill_dirs),
                             stale_after_hours=self.max_age_hours, containers=self.containers,
                             container_name_filter=self.container_name_filter, docker_host=self.docker_host,
+                            container_tmp_dir=self.container_tmp_dir,
                             activity=True, cpu_idle_percent=self.cpu_idle_percent,
-                            sample_seconds=self.sample_seconds, uv_cache_dir=None, ray_users=tuple(self.ray_users))
+                            sample_seconds=self.sample_seconds, uv_cache_dir=None, ray_users=tuple(self.ray_users),
+                            busy_titles=tuple(self.busy_titles), idle_titles=tuple(self.idle_titles))
 
 
 class LockError(OSError):
@@ -213,10 +226,11 @@ def candidates(report: dict, options: CleanupOptions, ray_roots_inside: set) -> 
     """
     patterns = tuple(options.patterns)
 
-    def litter(name: str) -> bool:
-        return name not in ray_roots_inside and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    def litter(name: str) -> bool:  # a spill dir is only ever removed as one (spill_candidates)
+        return (name not in ray_roots_inside and not SPILL_DIR_RE.match(name)
+                and any(fnmatch.fnmatchcase(name, p) for p in patterns))
 
-    groups = [(options.tmp_dir, (), litter, "matches %s" % ", ".join(patterns))]
+    groups = [(report["tmp_dir"], (), litter, "matches %s" % ", ".join(patterns))]  # the target's own tmp dir
     stale: dict = {}
     for session in report["sessions"]:
         root = os.path.dirname(session["path"])
@@ -228,6 +242,29 @@ def candidates(report: dict, options: CleanupOptions, ray_roots_inside: set) -> 
     for root, names in sorted(stale.items()):
         groups.append((root, (), names.__contains__, "stale Ray session"))
     return groups
+
+
+def spill_candidates(report: dict, options: CleanupOptions, running: dict) -> list:
+    """``(root, (), select, reason)`` groups of the stale spill dirs of a report (``clean_stale_spill``).
+
+    Only ``ray_spilled_objects_<node id>`` dirs the report found stale, in the spill directory it found them in;
+    a node that a raylet runs again by now (``running``, read right before the removal) is not one.
+    """
+    if not options.clean_stale_spill:
+        return []
+    stale: dict = {}
+    for spill in report.get("spill_dirs") or []:
+        if spill["status"] == "stale":
+            stale.setdefault(spill["root"], set()).add(os.path.basename(spill["path"]))
+
+    def chooser(names: set):
+        def select(name: str) -> bool:
+            match = SPILL_DIR_RE.match(name)
+            return name in names and match is not None and match.group(1) not in running
+        return select
+
+    return [(root, (), chooser(names), "stale spill dir of a Ray node that no longer runs here")
+            for root, names in sorted(stale.items())]
 
 
 class Cleanup:
@@ -276,15 +313,16 @@ class Cleanup:
                 containers_error = str(exc)
         activity = sample_activity(host if self.options.host else None, containers, usage, self.psutil)
         targets = [self._clean("host", "host", host, usage, activity.get(None), None)] if self.options.host else []
-        inner = dataclasses.replace(usage, ray_temp_dir=None)
+        inner = usage.for_container()  # each container's own tmp dir (container_tmp_dir) and Ray temp root
         for container in containers:
             try:
                 target = container_target(container)
             except NotRunning as exc:
-                targets.append(self._entry(container.name, "container", "skipped_not_running", str(exc)))
+                targets.append(self._entry(container.name, "container", "skipped_not_running", str(exc),
+                                           inner.tmp_dir))
                 continue
             except LookupError as exc:
-                targets.append(self._entry(container.name, "container", "error", str(exc)))
+                targets.append(self._entry(container.name, "container", "error", str(exc), inner.tmp_dir))
                 continue
             targets.append(self._clean(container.name, "container", target, inner, activity.get(container.name),
                                        container_env(container.attrs)))
@@ -295,15 +333,16 @@ class Cleanup:
                 "docker_prune": prune, "containers_error": containers_error}
 
     @staticmethod
-    def _entry(name: str, kind: str, status: str, reason: Optional[str]) -> dict:
-        return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_bytes_before": None,
+    def _entry(name: str, kind: str, status: str, reason: Optional[str], tmp_dir: Optional[str] = None) -> dict:
+        return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_dir": tmp_dir,
+                "tmp_bytes_before": None,
                 "tmp_bytes_after": None, "freed_bytes": 0, "removed": 0, "removed_paths": [], "kept": [],
                 "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None, "roots": [],
                 "untrusted_processes": []}
 
     def _clean(self, name: str, kind: str, target: Target, usage: UsageOptions, activity: Optional[dict],
                environ: Optional[dict]) -> dict:
-        entry = self._entry(name, kind, "cleaned", None)
+        entry = self._entry(name, kind, "cleaned", None, usage.tmp_dir)  # the host's tmp_dir, a container's own
         entry["activity"] = activity
         try:
             report = TargetReport(target, usage, self.psutil, environ=environ).measure()
@@ -315,7 +354,7 @@ class Cleanup:
         entry["untrusted_processes"] = report["untrusted_processes"]
         if before < self.options.min_tmp_bytes:
             entry.update(status="skipped_below_threshold", reason="%s in %s, below min_tmp_size %s" % (
-                format_bytes(before), self.options.tmp_dir, format_bytes(self.options.min_tmp_bytes)))
+                format_bytes(before), report["tmp_dir"], format_bytes(self.options.min_tmp_bytes)))
             return entry
         if activity is None or activity.get("busy") is None:
             entry.update(status="error", reason=(activity or {}).get("error", "activity could not be sampled"))
@@ -324,13 +363,16 @@ class Cleanup:
             entry.update(status="skipped_active", reason="busy: %s" % "; ".join(activity["reasons"]))
             return entry
         inside = {os.path.basename(r) for r in report["ray_temp_dirs"]
-                  if os.path.dirname(os.path.normpath(r)) == os.path.normpath(self.options.tmp_dir)}
+                  if os.path.dirname(os.path.normpath(r)) == os.path.normpath(report["tmp_dir"])}
         # Taken per target, right before its removals: a fresher snapshot of what processes hold.
         guards = Guards(used_inodes(self.psutil.pids()), locked_inodes(),
                         socket_inodes(unix_socket_paths(target), target.tree))
         policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
                         tuple(self.options.exclude))
-        for root, below, select, reason in candidates(report, self.options, inside):
+        groups = candidates(report, self.options, inside)
+        if report.get("spill_dirs"):
+            groups += spill_candidates(report, self.options, live_node_ids(self.psutil))  # nodes running right now
+        for root, below, select, reason in groups:
             self._remove_group(entry, target, root, below, select, reason, policy, guards)
         entry["tmp_bytes_after"] = before - entry["freed_bytes"]
         if activity["busy"]:

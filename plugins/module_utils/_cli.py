@@ -44,6 +44,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageOptions,
     collect_usage,
     format_bytes,
+    rotation_messages,
     untrusted_message,
     untrusted_messages,
 )
@@ -69,11 +70,16 @@ KEYS = {
     "min_tmp_size": ("size", '"5GB"'),
     "cpu_idle_percent": ("number", "5"),
     "sample_seconds": ("number", "1"),
+    "busy_titles": ("list", '["ray::ServeReplica*"]'),
+    "idle_titles": ("list", '["ray::Poller*"]'),
     "clean_stale_sessions": ("bool", "true"),
     "clean_old_logs": ("bool", "true"),
+    "clean_stale_spill": ("bool", "true"),
+    "spill_dirs": ("list", '["/mnt/spill"]'),
     "host": ("bool", "true"),
     "containers": ("bool", "false"),
     "container_name_filter": ("text", '"ray-worker"'),
+    "container_tmp_dir": ("text", '"/tmp"'),
     "docker_host": ("text?", '"unix:///var/run/docker.sock"'),
     "docker_prune": ("bool", "false"),
     "force": ("bool", "false"),
@@ -86,6 +92,8 @@ KEYS = {
     "scan_workers": ("count?", "2"),
     "uv_cache_dir": ("text?", '"/home/apiuser/.cache/uv"'),
     "ray_users": ("list", '["apiuser"]'),
+    "rotation_max_bytes": ("size?", '"1MB"'),
+    "rotation_backup_count": ("count?", "2"),
 }
 KIND_NAMES = {"text": "a string", "list": "a list of strings", "number": "a number", "bool": "true or false",
               "size": "a size (a string such as \"5GB\", or bytes)", "thresholds": "an object",
@@ -179,7 +187,7 @@ def defaults() -> dict:
     """Every config key with its built-in default."""
     found = {f.name: f.default for f in dataclasses.fields(CleanupOptions) if f.init}
     found.update(thresholds=UsageOptions().thresholds, scan_workers=None, log_file=None, metrics_dir=None,
-                 uv_cache_dir=None)
+                 uv_cache_dir=None, rotation_max_bytes=None, rotation_backup_count=None)
     return found
 
 
@@ -260,7 +268,8 @@ def usage_options(config: dict, activity: bool = False) -> UsageOptions:
     """The usage options of a config: what cleanup measures, plus thresholds, scan_workers and the uv cache."""
     return dataclasses.replace(cleanup_options(config).usage_options(), thresholds=config["thresholds"],
                                scan_workers=config["scan_workers"], uv_cache_dir=config["uv_cache_dir"],
-                               activity=activity)
+                               activity=activity, rotation_max_bytes=config["rotation_max_bytes"],
+                               rotation_backup_count=config["rotation_backup_count"])
 
 
 def metrics_enabled(config: dict, args: argparse.Namespace) -> bool:
@@ -405,10 +414,20 @@ def monitor_lines(report: dict) -> list:
     lines.append("%s in %s; %s scanned (with the Ray temp roots and the uv cache)"
                  % (format_bytes(report["tmp_bytes"]), report["tmp_dir"], format_bytes(report["scanned_bytes"])))
     lines.append("Ray sessions: %s; node role %s" % (_sessions(report), report["node_role"]))
+    spill: dict = {}
+    for entry in report.get("spill_dirs") or []:
+        count, size = spill.get(entry["status"], (0, 0))
+        spill[entry["status"]] = (count + 1, size + entry["bytes"])
+    if spill:
+        lines.append("spill dirs outside the sessions: %s" % ", ".join(
+            "%d %s (%s)" % (count, status, format_bytes(size)) for status, (count, size) in sorted(spill.items())))
     lines += ["cleanup could free: %s" % suggestion["message"] for suggestion in report["suggestions"]]
     if report["error_count"]:
         lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
     lines += untrusted_messages(report)
+    lines += [rotation_line(name, entry) for name, entry in [("host", report)] + [
+        (entry["name"], entry) for entry in report["containers"]] if entry.get("log_rotation")]
+    lines += rotation_messages(report)
     if report["containers"]:
         rows = []
         for entry in report["containers"]:
@@ -423,6 +442,15 @@ def monitor_lines(report: dict) -> list:
         lines.append("")
         lines += _table(("CONTAINER", "STATUS", "USED", "FREE", "LEVEL", "TMP", "SESSIONS", "ACTIVITY"), rows)
     return lines
+
+
+def rotation_line(name: str, entry: dict) -> str:
+    """How the Ray of a target rotates its logs, and what it leaves to logrotate."""
+    rotation = entry["log_rotation"]
+    return "%s: Ray %s rotates its logs at %s bytes, %s backup(s) (%s; in effect: %s); leaves to logrotate: %s" % (
+        name, entry.get("ray_version") or "(version unknown)", rotation["max_bytes"], rotation["backup_count"],
+        ", ".join(rotation["ray_rotates"]) or "nothing", {True: "yes", False: "no", None: "unknown"}[
+            rotation["in_effect"]], ", ".join(rotation["logrotate_globs"]))
 
 
 def cmd_monitor(run: Run) -> tuple:

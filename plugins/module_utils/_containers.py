@@ -14,7 +14,6 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -109,9 +108,9 @@ def measure_container(container, options, psutil, activity=None) -> dict:
     """A container's entry: identity and status, and for a running one its report (not its own containers)."""
     from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageError
 
-    inner = dataclasses.replace(options, ray_temp_dir=None, uv_cache_dir=None, containers=False)
+    inner = options.for_container()  # the container's own tmp dir (container_tmp_dir), its own Ray temp root
     entry = {"name": container.name, "id": container.short_id, "status": container.status,
-             "tmp_bytes": None, "error": None}
+             "tmp_dir": inner.tmp_dir, "tmp_bytes": None, "error": None}
     if activity is not None:
         entry["activity"] = activity
     try:
@@ -123,6 +122,7 @@ def measure_container(container, options, psutil, activity=None) -> dict:
         entry["error"] = str(exc)
     else:
         for key in ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
-                    "suggestions", "errors", "error_count", "not_measured_count"):
+                    "suggestions", "errors", "error_count", "not_measured_count", "ray_version", "log_rotation",
+                    "spill_dirs"):
             entry[key] = report[key]
     return entry

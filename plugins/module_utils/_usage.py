@@ -18,26 +18,38 @@ import fnmatch
 import os
 import pwd
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
+    SPILL_DIR_RE,
+    SpillRoot,
     Target,
     discover,
+    filesystem_type,
     latest_session,
+    live_node_ids,
     mark_live_sessions,
     mount_namespace,
+    nodes_of_sessions,
+    rotation_report,
+    session_of,
     session_started,
+    shared_filesystem,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, printable, scan
 
 DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
 LEVELS = ("ok", "info", "warning", "critical")
 CATEGORIES = ("live_session", "stale_sessions", "spilled_objects", "logs", "logs_old",
-              "runtime_resources", "tmp_patterns", "uv_cache", "other")
+              "runtime_resources", "tmp_patterns", "uv_cache", "pymp_dirs", "other")
 SPILL_PREFIX = "ray_spilled_objects"
+PYMP_PREFIX = "pymp-"
+"""Python's multiprocessing temp dirs (``util.get_temp_dir``), reported but not in the default patterns: a live
+process keeps its dir's name for its life and cannot make it again once removed."""
 
 
 class UsageError(ValueError):
@@ -50,35 +62,52 @@ class UsageOptions:
 
     tmp_dir: str = "/tmp"
     ray_temp_dir: Optional[str] = None
+    spill_dirs: tuple = ()
     patterns: tuple = DEFAULT_PATTERNS
     thresholds: dict = field(default_factory=lambda: {"info": 80.0, "warning": 90.0, "critical": 95.0})
     stale_after_hours: float = 24.0
     uv_cache_dir: Optional[str] = None
     containers: bool = False
     container_name_filter: str = "ray-worker"
+    container_tmp_dir: str = "/tmp"
     docker_host: Optional[str] = None
     scan_workers: Optional[int] = None
     activity: bool = False
     cpu_idle_percent: float = 5.0
     sample_seconds: float = 1.0
     ray_users: tuple = ()
+    busy_titles: tuple = ()
+    idle_titles: tuple = ()
+    rotation_max_bytes: Any = None
+    rotation_backup_count: Optional[int] = None
 
     @property
     def ray_uids(self) -> frozenset:
         """The uids of ``ray_users``: whose Ray processes are trusted, besides root's."""
         return uids_of_users(self.ray_users)
 
+    def for_container(self) -> "UsageOptions":
+        """The options a container is measured with: its own temp dir, ``container_tmp_dir``, as ``tmp_dir``.
+
+        Ray's temp root is found inside the container (``ray_temp_dir``, ``spill_dirs`` and the uv cache are the
+        host's).
+        """
+        return dataclasses.replace(self, tmp_dir=self.container_tmp_dir, ray_temp_dir=None, uv_cache_dir=None,
+                                   containers=False, spill_dirs=())
+
     def validate(self) -> None:
         """Raise ``UsageError`` naming the first bad value and how to fix it."""
         check_root_dir("tmp_dir", self.tmp_dir)
+        check_container_dir("container_tmp_dir", self.container_tmp_dir)
         uids_of_users(self.ray_users)
         if self.ray_temp_dir is not None:
             if not os.path.isabs(self.ray_temp_dir):
                 raise UsageError("ray_temp_dir %r is not an absolute path; give the full path of Ray's temp root, "
                                  "for example /tmp/ray" % self.ray_temp_dir)
-            if os.path.normpath(self.ray_temp_dir) == "/":
-                raise UsageError("ray_temp_dir '/' would measure the whole filesystem; give Ray's temp root, "
-                                 "for example /tmp/ray")
+            if not os.path.normpath(self.ray_temp_dir).strip("/"):  # "/", and "//" (normpath keeps two)
+                raise UsageError("ray_temp_dir %r would measure the whole filesystem; give Ray's temp root, "
+                                 "for example /tmp/ray" % self.ray_temp_dir)
+        check_spill_dirs(self.spill_dirs)
         if self.uv_cache_dir is not None and not os.path.isabs(self.uv_cache_dir):
             raise UsageError("uv_cache_dir %r is not an absolute path; give the full path, "
                              "for example /root/.cache/uv" % self.uv_cache_dir)
@@ -91,17 +120,26 @@ class UsageOptions:
         if self.cpu_idle_percent < 0:
             raise UsageError("cpu_idle_percent %r is negative; give the percent of one core below which a "
                              "worker is idle, for example 5" % self.cpu_idle_percent)
+        check_title_globs("busy_titles", self.busy_titles)
+        check_title_globs("idle_titles", self.idle_titles)
         if not 0 < self.sample_seconds <= 300:
             raise UsageError("sample_seconds %r must be more than 0 and at most 300; for example 1"
                              % self.sample_seconds)
+        if self.rotation_max_bytes is not None:
+            parse_size(self.rotation_max_bytes, "rotation_max_bytes")
+        count = self.rotation_backup_count
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise UsageError("rotation_backup_count %r must be a whole number of 1 or more, as ray_log_config writes "
+                             "RAY_ROTATION_BACKUP_COUNT; for example 2" % (count,))
 
 
 def check_root_dir(option: str, path: str) -> None:
     """A directory to work in must be absolute, exist, be a real directory and not be ``/``."""
     if not path or not os.path.isabs(path):
         raise UsageError("%s %r is not an absolute path; give the full path, for example /tmp" % (option, path))
-    if os.path.normpath(path) == "/":
-        raise UsageError("%s '/' is the root of the filesystem; give the temp directory, for example /tmp" % option)
+    if not os.path.normpath(path).strip("/"):  # "/", and "//" (normpath keeps two)
+        raise UsageError("%s %r is the root of the filesystem; give the temp directory, for example /tmp"
+                         % (option, path))
     if os.path.islink(path):
         raise UsageError("%s %r is a symlink to %r; give the real directory instead"
                          % (option, path, os.path.realpath(path)))
@@ -109,6 +147,16 @@ def check_root_dir(option: str, path: str) -> None:
         raise UsageError("%s %r does not exist; create it or give the temp directory Ray uses" % (option, path))
     if not os.path.isdir(path):
         raise UsageError("%s %r is not a directory; give a directory such as /tmp" % (option, path))
+
+
+def check_container_dir(option: str, path: str) -> None:
+    """A directory inside the containers must be absolute and not ``/``; each container is asked whether it has it."""
+    if not path or not os.path.isabs(path):
+        raise UsageError("%s %r is not an absolute path; give the full path as the containers see it, for example /tmp"
+                         % (option, path))
+    if not os.path.normpath(path).strip("/"):
+        raise UsageError("%s %r is the root of the containers' filesystem; give their temp directory, for example "
+                         "/tmp" % (option, path))
 
 
 def check_target_dir(target: Target, option: str, path: str) -> None:
@@ -153,9 +201,32 @@ def check_patterns(patterns: Any) -> None:
             raise UsageError("pattern %r is empty; give a file name glob such as ray_tmp_*" % (pattern,))
         if "/" in pattern or ".." in pattern:
             raise UsageError("pattern %r is not a plain file name glob; remove '/' and '..' "
-                             "(patterns match names directly inside tmp_dir)" % pattern)
+                             "(patterns match names directly inside tmp_dir and container_tmp_dir)" % pattern)
         if fnmatch.fnmatchcase("any-name.x", pattern) and fnmatch.fnmatchcase(".hidden", pattern):
             raise UsageError("pattern %r matches every name; use a prefix such as ray_tmp_*" % pattern)
+
+
+def check_title_globs(option: str, globs: Any) -> None:
+    """Process title globs are non-empty strings, and none of them matches every title."""
+    for glob in globs:
+        if not isinstance(glob, str) or not glob.strip():
+            raise UsageError("%s %r has an empty glob; give process title globs such as 'ray::ServeReplica*'"
+                             % (option, list(globs)))
+        if fnmatch.fnmatchcase("ray::IDLE", glob) and fnmatch.fnmatchcase("ray::any_task", glob):
+            raise UsageError("%s glob %r matches every Ray worker, idle or not; name the titles, for example "
+                             "'ray::ServeReplica*'" % (option, glob))
+
+
+def check_spill_dirs(paths: Any) -> None:
+    """Spill directories are absolute paths, never ``/`` (what Ray's ``object_spilling_config`` names)."""
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise UsageError("spill_dirs %r: %r is not an absolute path; give the directories Ray spills objects to "
+                             "(directory_path of object_spilling_config, or --object-spilling-directory), for "
+                             "example /mnt/spill" % (list(paths), path))
+        if not os.path.normpath(path).strip("/"):
+            raise UsageError("spill_dirs %r: %r is the root of the filesystem; give the directory Ray spills objects "
+                             "to, for example /mnt/spill" % (list(paths), path))
 
 
 def check_thresholds(thresholds: dict) -> None:
@@ -224,7 +295,7 @@ def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
 class RayTmpLayout:
     """Classifies entries of the tmp dir and Ray temp roots into categories.
 
-    Keys: ``("pattern", glob)``, ``("other",)``, ``("uv",)``, and for a
+    Keys: ``("pattern", glob)``, ``("pymp",)``, ``("other",)``, ``("uv",)``, and for a
     session ``(kind, root, name)`` with kind ``session`` (the rest of it),
     ``logs``, ``logs_old``, ``runtime_resources`` or ``spilled``.
     """
@@ -241,6 +312,8 @@ class RayTmpLayout:
             for pattern in self.patterns:
                 if fnmatch.fnmatchcase(name, pattern):
                     return ("pattern", pattern), None
+            if is_dir and name.startswith(PYMP_PREFIX):
+                return ("pymp",), None
             return ("other",), None
         if kind == "ray":
             if is_dir and session_started(name):
@@ -281,6 +354,156 @@ def _within(path: str, parent: str) -> bool:
 
 def _figures(tally) -> dict:
     return {"bytes": tally.bytes, "apparent_bytes": tally.apparent_bytes, "files": tally.files}
+
+
+class SpillDirs:
+    """The node dirs (``ray_spilled_objects_<node id>``) of Ray's spill directories outside its sessions.
+
+    A spill directory is named by a trusted Ray process (``discover``) or by ``spill_dirs`` (the host's), and
+    opened inside the target only as a path the users trusted for it control (the process's user and root; for
+    ``spill_dirs`` root and ``ray_users``), never through a link.  Each node dir directly in it is a scan root of
+    its own, keyed by its node's session (the session of a raylet running the node, else the session whose files
+    name it), so its bytes are that session's ``spilled_bytes`` and ``spilled_objects``, never ``other``.  A spill
+    directory in a session (Ray's default) is left to the session's layout, as are its node dirs.
+    """
+
+    def __init__(self, target: Target, layout, options: UsageOptions, notes: Notes) -> None:
+        self.target = target
+        self.layout = layout
+        self.notes = notes
+        trusted = frozenset(options.ray_uids) | {0}
+        self.wanted = list(layout.spill_roots) + [SpillRoot(os.path.normpath(path), "option", None, trusted)
+                                                  for path in options.spill_dirs]
+        self.named: list = []
+        """One entry per spill directory looked at: where it came from, and what became of it."""
+        self.dirs: list = []
+        self._session_files: Optional[dict] = None
+
+    def roots(self, existing: list) -> list:
+        """``(path, Root)`` of every node dir to scan, besides the ``existing`` roots (none measured twice)."""
+        idents = set()
+        for _path, root in existing:
+            try:
+                fd = root.open()
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                idents.add((st.st_dev, st.st_ino))
+            finally:
+                os.close(fd)
+        found, seen = [], set()
+        for spill_root in self.wanted:
+            if spill_root.path in seen:
+                continue
+            seen.add(spill_root.path)
+            entry = {"path": spill_root.path, "source": spill_root.source, "pid": spill_root.pid, "status": "measured",
+                     "reason": None, "filesystem_type": None, "node_dirs": 0}
+            self.named.append(entry)
+            in_session = session_of(spill_root.path)
+            if in_session and session_started(in_session[1]):
+                entry.update(status="in_session", reason="inside session %s: counted with it" % in_session[1])
+                continue
+            found += self._node_dirs(spill_root, entry, idents)
+        for refused in self.layout.spill_refused:
+            reason = "not safe, not measured or cleaned: %s" % refused["reason"]
+            self.named.append({"path": refused["path"], "source": refused["source"], "pid": refused["pid"],
+                               "status": "refused", "reason": reason, "filesystem_type": None, "node_dirs": 0})
+            self.notes.error(self.target.host_path(refused["path"]), "spill directory named by %s pid %d is %s"
+                             % (refused["source"].split(":")[-1], refused["pid"], reason))
+        return found
+
+    def _node_dirs(self, spill_root, entry: dict, idents: set) -> list:
+        tree = self.target.tree
+        try:
+            fd = tree.open_dir(spill_root.path, trusted_uids=spill_root.trusted_uids)
+        except FileNotFoundError:
+            entry.update(status="missing", reason="does not exist (nothing spilled there yet)")
+            return []
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            fix = "; name a real directory that only root and ray_users can change" \
+                if spill_root.source == "option" else ""
+            entry.update(status="refused", reason="not safe, not measured or cleaned: %s%s" % (reason, fix))
+            self.notes.error(tree.host_path(spill_root.path),
+                             "spill directory (%s) %s" % (spill_root.source, entry["reason"]))
+            return []
+        listed = []
+        try:
+            entry["filesystem_type"] = filesystem_type(fd, self.target.mountinfo())
+            with os.scandir(fd) as entries:
+                for item in entries:
+                    match = SPILL_DIR_RE.match(item.name)
+                    if match:
+                        try:
+                            listed.append((item.name, match.group(1), item.stat(follow_symlinks=False)))
+                        except OSError:
+                            continue
+        except OSError as exc:
+            self.notes.error(tree.host_path(spill_root.path), exc.strerror or str(exc))
+        finally:
+            os.close(fd)
+        found = []
+        for name, node, st in sorted(listed):
+            inner = os.path.join(spill_root.path, name)
+            if stat.S_ISLNK(st.st_mode):
+                self.notes.skip(tree.host_path(inner), "symlink, not followed")
+                continue
+            if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in idents:
+                continue
+            idents.add((st.st_dev, st.st_ino))
+            session, session_from = self._session_of(node)
+            key = ("spilled",) + (session or (None, None)) + (inner,)
+            self.dirs.append({"path": inner, "root": spill_root.path, "source": spill_root.source, "node": node,
+                              "session": session, "session_from": session_from, "key": key,
+                              "filesystem_type": entry["filesystem_type"]})
+            found.append((inner, Root(tree.host_path(inner), key, None, mountinfo=self.target.mountinfo(),
+                                      inner_path=inner, tree=tree)))
+        entry["node_dirs"] = len(found)
+        return found
+
+    def _session_of(self, node: str) -> tuple:
+        """``((temp root, session), how it is known)`` of a node, or ``(None, None)``."""
+        if node in self.layout.nodes:
+            return self.layout.nodes[node], "raylet"
+        if self._session_files is None:
+            self._session_files = nodes_of_sessions(self.target.tree, self.layout.temp_roots)
+        session = self._session_files.get(node)
+        return (session, "session_files") if session else (None, None)
+
+    def report(self, tallies: dict, sessions: list, psutil, now: float) -> list:
+        """Each node dir measured: its node, session, status (``live``, ``stale``, ``unknown``) and why, and size."""
+        if not self.dirs:
+            return []
+        running = live_node_ids(psutil)
+        by_session = {(s["root"], s["name"]): s for s in sessions}
+        found = []
+        for spill in self.dirs:
+            tally = tallies.get(spill["key"]) or Tally()
+            session = by_session.get(spill["session"]) if spill["session"] else None
+            status, reason = self._status(spill, running, session)
+            found.append({
+                "path": spill["path"], "root": spill["root"], "source": spill["source"], "node_id": spill["node"],
+                "session": spill["session"][1] if spill["session"] else None,
+                "session_path": os.path.join(*spill["session"]) if spill["session"] else None,
+                "session_from": spill["session_from"], "status": status, "reason": reason,
+                "bytes": tally.bytes, "apparent_bytes": tally.apparent_bytes, "files": tally.files,
+                "age_hours": round(max(0.0, now - tally.newest_mtime) / 3600.0, 2),
+            })
+        return sorted(found, key=lambda item: item["path"])
+
+    @staticmethod
+    def _status(spill: dict, running: dict, session: Optional[dict]) -> tuple:
+        node = spill["node"]
+        if node in running:
+            return "live", "raylet pid %d runs node %s" % (running[node], node)
+        if session is not None and session["live"]:
+            return "live", "its session %s is live (%s)" % (session["name"], session["live_reason"])
+        if shared_filesystem(spill["filesystem_type"]):
+            return "unknown", ("on a %s filesystem, which other machines may mount: their Ray nodes may spill "
+                               "here, so it is never cleaned" % (spill["filesystem_type"] or "unknown"))
+        where = "its session %s is not live" % session["name"] if session else "no session here names the node"
+        return "stale", "no raylet on this machine runs node %s; %s" % (node, where)
 
 
 class TargetReport:
@@ -327,10 +550,13 @@ class TargetReport:
     def measure(self) -> dict:
         """Scan the target and return its report (without containers)."""
         opts = self.options
-        check_target_dir(self.target, "tmp_dir", opts.tmp_dir)
+        # A container is measured with ``for_container()`` options: its tmp_dir is container_tmp_dir.
+        check_target_dir(self.target, "tmp_dir" if self.target.prefix == "/" else "container_tmp_dir", opts.tmp_dir)
         layout = discover(self.target, self.psutil, opts.tmp_dir, opts.ray_temp_dir, self.environ, opts.ray_uids)
         notes = Notes()
         roots = self._roots(layout.temp_roots, notes)
+        spill = SpillDirs(self.target, layout, opts, notes)
+        roots += spill.roots(roots)
         result = scan([root for _path, root in roots], RayTmpLayout(tuple(opts.patterns)), opts.scan_workers)
         notes.merge(result.notes)
         found = {session_of_key(key) for key in result.tallies} - {None}
@@ -352,8 +578,15 @@ class TargetReport:
             "node_role": layout.node_role,
             "ray_processes": layout.processes,
             "untrusted_processes": layout.untrusted,
+            "ray_version": layout.ray_version,
+            "log_rotation": rotation_report(
+                layout.ray_version, layout.rotation,
+                None if opts.rotation_max_bytes is None else parse_size(opts.rotation_max_bytes, "rotation_max_bytes"),
+                opts.rotation_backup_count, self.target.name, layout.version_error),
             "categories": categories,
             "sessions": [{k: v for k, v in s.items() if k != "root"} for s in sessions],
+            "spill_dirs": spill.report(result.tallies, sessions, self.psutil, self.now),
+            "spill_roots": spill.named,
             "errors": notes.errors,
             "error_count": notes.error_count,
             "not_measured": notes.skipped,  # not "skipped": Ansible reads that key as a skipped task
@@ -385,8 +618,8 @@ class TargetReport:
         by_session: dict = {}
         for key, tally in tallies.items():
             session = session_of_key(key)
-            if session:
-                by_session.setdefault(session, {})[key[0]] = tally
+            if session:  # a session's spill dirs elsewhere (``SpillDirs``) add to its own "spilled"
+                by_session.setdefault(session, {}).setdefault(key[0], Tally()).add(tally)
         latest = {root: latest_session(self.target.tree, root) for root in layout.temp_roots}
         sessions = []
         for (root, name), parts in sorted(by_session.items(), key=lambda item: item[0][1]):
@@ -416,7 +649,7 @@ class TargetReport:
         totals = {name: Tally() for name in CATEGORIES}
         by_pattern = {pattern: Tally() for pattern in self.options.patterns}
         names = {"spilled": "spilled_objects", "logs": "logs", "logs_old": "logs_old",
-                 "runtime_resources": "runtime_resources", "uv": "uv_cache", "other": "other"}
+                 "runtime_resources": "runtime_resources", "uv": "uv_cache", "pymp": "pymp_dirs", "other": "other"}
         for key, tally in tallies.items():
             kind = key[0]
             if kind == "pattern":
@@ -435,8 +668,10 @@ def suggestions(report: dict, options: UsageOptions) -> list:
     """What cleanup would free, biggest first; each with bytes and a message."""
     found = []
     stale = [s for s in report["sessions"] if not s["live"] and s["age_hours"] >= options.stale_after_hours]
-    if stale:
-        freed = sum(s["bytes"] for s in stale)
+    spill_dirs = report.get("spill_dirs") or []
+    if stale:  # their spill dirs elsewhere are remove_stale_spill's
+        paths = {s["path"] for s in stale}
+        freed = sum(s["bytes"] for s in stale) - sum(d["bytes"] for d in spill_dirs if d["session_path"] in paths)
         found.append({
             "action": "remove_stale_sessions", "bytes": freed, "paths": [s["path"] for s in stale],
             "message": "%d stale Ray session(s) untouched for %g h or more hold %s; ray_worker_cleanup "
@@ -456,7 +691,16 @@ def suggestions(report: dict, options: UsageOptions) -> list:
             "paths": [os.path.join(report["tmp_dir"], p) for p, f in patterns["by_pattern"].items() if f["files"]],
             "message": "%s in %s matching %s; ray_worker_cleanup removes them on idle workers"
                        % (format_bytes(patterns["bytes"]), report["tmp_dir"], ", ".join(options.patterns))})
+    stale_spill = [d for d in spill_dirs if d["status"] == "stale" and d["age_hours"] >= options.stale_after_hours]
+    if stale_spill:
+        freed = sum(d["bytes"] for d in stale_spill)
+        found.append({
+            "action": "remove_stale_spill", "bytes": freed, "paths": [d["path"] for d in stale_spill],
+            "message": "%d spill dir(s) of Ray nodes that no longer run here, untouched for %g h or more, hold %s; "
+                       "ray_worker_cleanup (clean_stale_spill) would free them"
+                       % (len(stale_spill), options.stale_after_hours, format_bytes(freed))})
     orphan_spill = report["categories"]["spilled_objects"]["bytes"] - sum(s["spilled_bytes"] for s in report["sessions"])
+    orphan_spill -= sum(d["bytes"] for d in spill_dirs if d["session_path"] is None)  # node dirs: reported above
     if orphan_spill > 0:
         found.append({
             "action": "remove_orphaned_spill", "bytes": orphan_spill, "paths": [],
@@ -522,15 +766,17 @@ def sample_activity(host: Optional[Target], containers: list, options: UsageOpti
     from ansible_collections.rayops.disk.plugins.module_utils._activity import (
         ContainerSample,
         HostSample,
+        TitleRules,
         sample_all,
     )
     from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
 
-    samples = {None: HostSample(psutil, host.mnt_ns, options.ray_uids | {0})} if host is not None else {}
+    rules = TitleRules(tuple(options.busy_titles), tuple(options.idle_titles))
+    samples = {None: HostSample(psutil, host, rules, options.ray_uids | {0})} if host is not None else {}
     found: dict = {}
     for container in containers:
         try:
-            samples[container.name] = ContainerSample(container, psutil, container_target(container).mnt_ns)
+            samples[container.name] = ContainerSample(psutil, container_target(container), rules)
         except LookupError as exc:
             found[container.name] = {"busy": None, "error": str(exc)}
     found.update(sample_all(samples, options.sample_seconds, options.cpu_idle_percent))
@@ -553,6 +799,16 @@ def untrusted_messages(report: dict) -> list:
     found = [untrusted_message("host", report["untrusted_processes"])]
     found += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
     return [message for message in found if message]
+
+
+def rotation_messages(report: dict) -> list:
+    """The ``log_rotation`` messages of the host and each container whose Ray's rotation is not in effect."""
+    found = []
+    for entry in [report] + list(report["containers"]):
+        rotation = entry.get("log_rotation")
+        if rotation and rotation["in_effect"] is False and rotation["message"]:
+            found.append(printable(rotation["message"]))
+    return found
 
 
 def summary_line(report: dict) -> str:

@@ -53,6 +53,9 @@ options:
     description:
       - Size at which Ray rotates a log file. An integer or a size like C(1MB) (1 KB = 1024 bytes); written as an
         integer. C(0) means no rotation.
+      - Which files Ray rotates depends on its version - Ray 2.40 rotates only its C(.log) files, never C(.out) and
+        C(.err) (C(worker-*.out), C(raylet.out), C(gcs_server.out) grow without bound); Ray 2.53 and later rotate
+        those too. See the notes.
     type: str
   rotation_backup_count:
     description: Rotated files kept per log, 1 or more.
@@ -85,6 +88,13 @@ options:
 notes:
   - A disk bound per Ray log file is O(rotation_max_bytes) times (O(rotation_backup_count) + 1).
   - Ray reads these settings when its processes start; restart Ray (or the service) for them to apply.
+    M(rayops.disk.ray_tmp_usage) with the same O(rotation_max_bytes) and O(rotation_backup_count) reports whether the
+    running Ray uses them (RV(rayops.disk.ray_tmp_usage#module:log_rotation.in_effect)).
+  - What the settings rotate, by Ray version - Ray 2.40 rotates the C(.log) files of its Python components and C++
+    core workers (backups C(..._PID.1.log)) and never its C(.out) and C(.err) files; Ray 2.53 and later also
+    rotate C(.out) and C(.err) (C(.out.1)), but only when C(RAY_ROTATION_MAX_BYTES) is in Ray's environment. No
+    version rotates C(ray_client_server*.out) or Ray Jobs' C(job-driver-*.log). The role C(rayops.disk.ray_cleanup)
+    gives logrotate exactly what Ray leaves on its version.
   - Ray does not reopen logs on a signal; an external logrotate of Ray logs needs C(copytruncate).
   - The module runs as root on files in directories other users may own (C(/opt/ray/.env)). Such a user can
     rename or replace any entry there at any moment, so the final name of O(path) is never followed - a symlink

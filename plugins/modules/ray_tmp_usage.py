@@ -19,11 +19,16 @@ description:
     C(log_monitor) processes; without a running Ray the root is C($RAY_TMPDIR), C($TMPDIR) or O(tmp_dir), plus C(/ray).
     A session is live when a running Ray process names it, a bound unix socket lies in it, or a process holds a file
     in it open. Every other C(session_*) directory is stale. C(session_latest) is read, never followed.
+  - Spill directories outside the sessions (a custom C(object_spilling_config)) are found the same way, or given in
+    O(spill_dirs). Each C(ray_spilled_objects_<node id>) in one counts as spilled objects of its node's session
+    (never C(other)) and is listed in RV(spill_dirs) as C(live) while a raylet on this machine runs the node or its
+    session is live, else C(stale).
   - Sizes are allocated bytes, as C(du -B1) counts them. The scan never follows symlinks, never enters another
     filesystem or mount point, counts a hard-linked file once, opens every directory relative to its parent, and
     reports entries it cannot read or that vanish instead of failing.
   - With O(containers=true), each Docker container whose name matches O(container_name_filter) is measured the same
-    way through C(/proc/<pid>/root) of its init process. This needs the module to run on the Docker host as root.
+    way through C(/proc/<pid>/root) of its init process, in its own temp directory O(container_tmp_dir) (the host keeps
+    O(tmp_dir)). This needs the module to run on the Docker host as root.
   - The module only reads; it never changes anything.
 author:
   - rayops.disk contributors (@rayops)
@@ -32,6 +37,8 @@ requirements:
   - docker (the Python Docker SDK), only with O(containers=true)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rayops.disk.activity
+  - rayops.disk.spill
 attributes:
   check_mode:
     support: full
@@ -47,7 +54,8 @@ attributes:
 options:
   tmp_dir:
     description:
-      - The temp directory to measure, whose filesystem figures and level are reported.
+      - The temp directory of the host to measure, whose filesystem figures and level are reported. Containers use
+        O(container_tmp_dir).
       - Must be an existing directory, not a symlink, and not C(/).
     type: path
     default: /tmp
@@ -116,6 +124,16 @@ options:
       - Docker's C(name) filter (a substring or regular expression of the container name).
     type: str
     default: ray-worker
+  container_tmp_dir:
+    description:
+      - The temp directory inside each container, as the container sees it, measured there as O(tmp_dir) is on the
+        host - its filesystem and level, its O(patterns), and Ray's temp root C(<container_tmp_dir>/ray) when no Ray
+        process in the container names one (unless the container's C($RAY_TMPDIR) or C($TMPDIR) is set).
+      - For example C(/tmp) in the workers while Ray on the host lives under O(tmp_dir=/home/apiuser/.cache/tmp).
+      - An absolute path, not C(/); not expanded on the host (no C(~) or C($VAR)). Each container is checked for it -
+        one that lacks it gets an C(error) in its RV(containers) entry, and the task does not fail.
+    type: str
+    default: /tmp
   docker_host:
     description:
       - The Docker daemon to ask, for example C(unix:///var/run/docker.sock). Default C($DOCKER_HOST), else the
@@ -124,34 +142,38 @@ options:
   activity:
     description:
       - Also tell whether the host and each container are busy, as C(ray_worker_cleanup) decides it. A target is
-        busy when a Ray worker runs user code (a process titled C(ray::<task or actor>), not the C(ray::IDLE*)
-        family and not Ray's own agents) or when its CPU use over O(sample_seconds) is at or above
-        O(cpu_idle_percent).
+        busy when a Ray worker runs a task or an actor method (its title, as Ray 2.40 to 2.60 write it), or when
+        the CPU that Ray's idle machinery does not explain is at or above O(cpu_idle_percent); see
+        O(busy_titles) and O(idle_titles) for what titles cannot tell.
       - All targets are sampled side by side, so twenty containers take about as long as one.
     type: bool
     default: false
-  cpu_idle_percent:
-    description:
-      - CPU use, in percent of one core as C(docker stats) shows it, at or above which a target counts as busy.
-      - On the host it is the CPU of Ray's worker processes (C(ray::IDLE*) and task workers, not raylet, gcs_server
-        or the agents); in a container, the whole container's.
-    type: float
-    default: 5
-  sample_seconds:
-    description:
-      - Length of the CPU sample window, more than 0 and at most 300. Reading a container's CPU through the Docker
-        SDK takes about a second more.
-    type: float
-    default: 1
   scan_workers:
     description:
       - Processes that scan big trees side by side. Default the usable CPUs, at most 4. C(1) scans in the module's
         own process only, for the lightest touch on a busy node.
     type: int
+  rotation_max_bytes:
+    description:
+      - The C(RAY_ROTATION_MAX_BYTES) you configured (as given to M(rayops.disk.ray_log_config), for example C(1MB)).
+        RV(log_rotation) then says whether the running Ray uses it - Ray reads it only when it starts.
+      - Not given, RV(log_rotation.in_effect) says whether Ray started with C(RAY_ROTATION_MAX_BYTES) above 0 at all.
+    type: str
+  rotation_backup_count:
+    description:
+      - The C(RAY_ROTATION_BACKUP_COUNT) you configured (1 or more), compared as O(rotation_max_bytes) is.
+    type: int
 notes:
   - Categories are disjoint. C(categories.live_session) and C(categories.stale_sessions) hold what is in a session
     but not in its C(logs), C(logs/old), C(runtime_resources) or C(ray_spilled_objects_*); RV(sessions) gives the
     totals per session.
+  - C(categories.pymp_dirs) counts the C(pymp-*) directories Python's multiprocessing makes in O(tmp_dir) (Ray 2.60's
+    dashboard leaves one each time it is killed). They are not in the default O(patterns) - a running process keeps
+    using its directory by name for its whole life and cannot make it again - add C(pymp-*) to the patterns of
+    M(rayops.disk.ray_worker_cleanup) to remove the old ones (a bound socket or an open file in one keeps it).
+  - Ray's version is read from the package the trusted C(raylet) runs from (C(ray/_version.py), else the
+    C(ray-*.dist-info/METADATA) beside it), inside the target's root, only from files and directories that root or
+    O(ray_users) own and no one else may write.
 seealso:
   - name: Ray logging and temp directory layout
     description: Where Ray writes its sessions, logs and spilled objects.
@@ -189,6 +211,12 @@ EXAMPLES = r"""
   rayops.disk.ray_tmp_usage:
     ray_temp_dir: /data/ray
     uv_cache_dir: /home/apiuser/.cache/uv
+
+- name: Ray on the host under /home/apiuser/.cache/tmp, Ray in the worker containers under /tmp
+  rayops.disk.ray_tmp_usage:
+    tmp_dir: /home/apiuser/.cache/tmp
+    containers: true
+    container_tmp_dir: /tmp
 """
 
 RETURN = r"""
@@ -237,7 +265,7 @@ filesystems:
   type: list
   elements: dict
 tmp_dir:
-  description: The temp directory measured.
+  description: The temp directory measured on the host (O(tmp_dir)); each entry of RV(containers) has its own.
   returned: always
   type: str
   sample: /tmp
@@ -275,11 +303,79 @@ untrusted_processes:
   type: list
   elements: dict
   sample: [{"pid": 5150, "kind": "raylet", "reason": "runs as mallory, not as root or a user of ray_users"}]
+ray_version:
+  description: The version of the Ray that runs here (its trusted C(raylet)'s package), or null when no trusted Ray
+    runs or its version cannot be read (RV(log_rotation.message) says why).
+  returned: always
+  type: str
+  sample: 2.40.0
+log_rotation:
+  description:
+    - How the running Ray rotates its logs, or null when no trusted Ray runs. Containers carry their own.
+    - What Ray rotates differs by version - Ray 2.40 rotates only C(.log) files (its backups named C(..._PID.1.log)),
+      never C(.out) and C(.err); Ray 2.53 and later rotate those too (C(.out.1)), but only when C(RAY_ROTATION_MAX_BYTES)
+      was in Ray's environment when it started. See C(docs/ray-versions.md).
+  returned: always
+  type: dict
+  contains:
+    max_bytes:
+      description: The rotation size Ray's components got (C(--logging-rotate-bytes) of its C(log_monitor)); C(0) is
+        no rotation.
+      type: int
+      sample: 1048576
+    backup_count:
+      description: Backups kept per log (C(--logging-rotate-backup-count) of its C(log_monitor)).
+      type: int
+      sample: 2
+    environment:
+      description: C(RAY_ROTATION_MAX_BYTES) and C(RAY_ROTATION_BACKUP_COUNT) as the C(raylet)'s environment holds them
+        (only these two are read); null when it cannot be read (not root).
+      type: dict
+      sample: {"RAY_ROTATION_MAX_BYTES": "1048576", "RAY_ROTATION_BACKUP_COUNT": "2"}
+    ray_rotates:
+      description: Kinds of log Ray rotates itself here - C(component_logs) (C(.log) of its Python components),
+        C(core_logs) (C(python-core-*.log)), C(process_output) (C(.out) and C(.err) of raylet, gcs_server, workers
+        and agents).
+      type: list
+      elements: str
+      sample: ["component_logs", "core_logs"]
+    ray_leaves:
+      description: Kinds it never rotates here - the others, and always C(client_server_output)
+        (C(ray_client_server*.out) and C(.err)) and C(job_driver_logs) (C(job-driver-*.log)).
+      type: list
+      elements: str
+      sample: ["process_output", "client_server_output", "job_driver_logs"]
+    logrotate_globs:
+      description: Names in a session's C(logs) that an external logrotate (with C(copytruncate)) should rotate, as
+        the role C(rayops.disk.ray_cleanup) does - what Ray leaves, never one of Ray's own backups.
+      type: list
+      elements: str
+      sample: ["*.out", "*.err", "job-driver-*.log"]
+    configured_max_bytes:
+      description: O(rotation_max_bytes) in bytes, or null.
+      type: int
+    configured_backup_count:
+      description: O(rotation_backup_count), or null.
+      type: int
+    in_effect:
+      description:
+        - With O(rotation_max_bytes) or O(rotation_backup_count), whether Ray runs with them.
+        - Without, whether Ray started with C(RAY_ROTATION_MAX_BYTES) above 0 (without it Ray's C++ processes
+          do not rotate by Ray's settings).
+        - Null when it cannot be told (the C(raylet)'s environment is unreadable). A C(false) is also a module warning.
+      type: bool
+      sample: false
+    message:
+      description: What is wrong and the fix (restart Ray after changing its environment file), or a note; else null.
+      type: str
+      sample: "Ray 2.40.0 on host runs with log rotation at 536870912 bytes and 5 backup(s) (--logging-rotate-* of its
+        log_monitor); RAY_ROTATION_MAX_BYTES is 536870912, not the configured 1048576; ... restart Ray ..."
 categories:
   description:
     - Disjoint categories, each with C(bytes) (allocated), C(apparent_bytes) and C(files) (non-directories).
     - Keys C(live_session), C(stale_sessions), C(spilled_objects), C(logs), C(logs_old), C(runtime_resources),
-      C(tmp_patterns) (with C(by_pattern)), C(uv_cache), C(other).
+      C(tmp_patterns) (with C(by_pattern)), C(uv_cache), C(pymp_dirs) (C(pymp-*) directories in O(tmp_dir) that are
+      not in O(patterns)), C(other).
   returned: always
   type: dict
   sample:
@@ -319,17 +415,17 @@ sessions:
       type: str
       sample: "2026-11-22T04:19:03"
     age_hours:
-      description: Hours since anything in the session was last modified.
+      description: Hours since anything in the session (its spill directories elsewhere included) was last modified.
       type: float
       sample: 30.5
     bytes:
-      description: Allocated bytes of the whole session.
+      description: Allocated bytes of the whole session, with its node's spill directories elsewhere (RV(spill_dirs)).
       type: int
     files:
-      description: Files in the session.
+      description: Files in the session (with its spill directories elsewhere).
       type: int
     spilled_bytes:
-      description: Bytes of spilled objects in it.
+      description: Bytes of spilled objects of its nodes, in it and in spill directories elsewhere (RV(spill_dirs)).
       type: int
     logs_bytes:
       description: Bytes in C(logs), without C(logs/old).
@@ -343,8 +439,81 @@ sessions:
     runtime_resources_bytes:
       description: Bytes in C(runtime_resources).
       type: int
+spill_dirs:
+  description:
+    - Each C(ray_spilled_objects_<node id>) directory directly in a spill directory outside Ray's sessions (see
+      O(spill_dirs)), by path. Its bytes are in RV(categories) as C(spilled_objects) and in the RV(sessions) entry of
+      its node's session.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The node's spill directory (inside the container for container entries).
+      type: str
+      sample: /mnt/spill/ray_spilled_objects_40c0a367bdd99b013fceeb7d5bf7e1efb4d177e1a1d5aa3e0d551333
+    root:
+      description: The spill directory it is in.
+      type: str
+      sample: /mnt/spill
+    source:
+      description: Who named the spill directory - C(process:gcs_server), C(process:raylet) or C(option)
+        (O(spill_dirs)).
+      type: str
+    node_id:
+      description: The Ray node that spilled into it.
+      type: str
+    session:
+      description: The session of the node (name), or null when no session here is known to hold it.
+      type: str
+    session_path:
+      description: Full path of that session, or null.
+      type: str
+    session_from:
+      description:
+        - How the session is known - C(raylet) (the command line of the raylet running the node) or C(session_files)
+          (the session's C(logs/debug_state.txt), and on Ray 2.60 its C(*_port_<node id>) files); null when unknown.
+      type: str
+    status:
+      description:
+        - C(live) while a process on this machine says it is the raylet of the node, or the node's session is live;
+          C(stale) when neither (M(rayops.disk.ray_worker_cleanup) may remove it); C(unknown) on a network or cluster
+          filesystem, where other machines' nodes may spill (never removed).
+      type: str
+      sample: stale
+    reason:
+      description: Why it has that status.
+      type: str
+      sample: "no raylet on this machine runs node 40c0a367...; its session session_2026-11-22_04-19-03_123456_4242 is
+        not live"
+    bytes:
+      description: Allocated bytes.
+      type: int
+    apparent_bytes:
+      description: Apparent bytes.
+      type: int
+    files:
+      description: Files in it.
+      type: int
+    age_hours:
+      description: Hours since anything in it was last modified.
+      type: float
+spill_roots:
+  description:
+    - Every spill directory looked at, with C(path), C(source) (as in RV(spill_dirs)), C(pid) (of the naming process),
+      C(status), C(reason), C(filesystem_type) and C(node_dirs) (how many node directories it holds).
+    - C(status) is C(measured), C(in_session) (Ray's default, counted with the session), C(missing) (nothing spilled
+      yet), or C(refused) - a symlink, or a path another user could change; C(reason) says why and how to fix it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/mnt/spill", "source": "process:gcs_server", "pid": 4230, "status": "measured", "reason": null,
+            "filesystem_type": "ext4", "node_dirs": 2}]
 suggestions:
-  description: What cleanup would free, biggest first.
+  description:
+    - What cleanup would free, biggest first.
+    - C(action) is C(remove_stale_sessions), C(remove_stale_spill) (RV(spill_dirs) that are C(stale)),
+      C(clean_old_logs), C(clean_tmp_patterns), C(remove_orphaned_spill) or C(prune_uv_cache).
   returned: always
   type: list
   elements: dict
@@ -356,8 +525,9 @@ suggestions:
         (clean_stale_sessions) would free them"
 containers:
   description:
-    - One entry per matching container, with C(name), C(id), C(status), C(tmp_bytes) and C(error), and for running
-      ones C(level), C(filesystem), C(node_role), C(categories), C(sessions), C(suggestions), C(errors); with
+    - One entry per matching container, with C(name), C(id), C(status), C(tmp_dir) (O(container_tmp_dir), as the
+      container sees it), C(tmp_bytes) and C(error), and for running ones C(level), C(filesystem), C(node_role),
+      C(categories), C(sessions), C(suggestions), C(errors), C(ray_version), C(log_rotation), C(spill_dirs); with
       O(activity=true) also C(activity), shaped like RV(activity).
     - C(tmp_bytes) is null for a container that is not running or could not be measured. For a stopped one
       C(error) is null and C(status) (C(exited), C(created), C(paused)...) says why; for a running one that could not
@@ -365,7 +535,8 @@ containers:
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "ray-worker-1", "id": "3f2a1b0c9d8e", "status": "running", "tmp_bytes": 37580963840}]
+  sample: [{"name": "ray-worker-1", "id": "3f2a1b0c9d8e", "status": "running", "tmp_dir": "/tmp",
+            "tmp_bytes": 37580963840}]
 activity:
   description:
     - With O(activity=true), whether the host is busy, else null. Containers carry their own C(activity).
@@ -381,16 +552,45 @@ activity:
       description: Why it is busy.
       type: list
       elements: str
-      sample: ["Ray runs user code: ray::train_step", "CPU 97.5% >= 5%"]
+      sample: ["Ray runs user code: ray::train_step (as apiuser)", "CPU 97.5% >= 5% (ray::train_step 97.5%)"]
     cpu_percent:
-      description: CPU use over the window, in percent of one core.
+      description: CPU over the window, in percent of one core, of what counts (see O(cpu_idle_percent)).
       type: float
       sample: 97.5
     ray_tasks:
-      description: Titles of the Ray workers running user code (at most 20).
+      description: Titles of the Ray workers running a task or an actor method, at the start or end of the window
+        (at most 20).
       type: list
       elements: str
       sample: ["ray::train_step"]
+    why:
+      description: One line for a human - why busy or idle, and what Ray's idle machinery used.
+      type: str
+      sample: "no task or actor method running; CPU 0.0% < 5%; 4 idle worker(s), 1 idle actor(s), 11 Ray system
+        process(es) use 9.4% CPU, not counted"
+    idle_cpu_percent:
+      description: CPU of idle workers, idle actors and Ray's system processes over the window, never counted.
+      type: float
+      sample: 9.4
+    counted:
+      description: The processes whose CPU counted, busiest first (at most 20), with C(pid), C(title), C(role)
+        (C(work) or C(other)), C(user) and C(cpu_percent).
+      type: list
+      elements: dict
+      sample: [{"pid": 4242, "title": "ray::train_step", "role": "work", "user": "apiuser", "cpu_percent": 97.5}]
+    idle_actors:
+      description: Titles of the actors alive between calls.
+      type: list
+      elements: str
+      sample: ["ray::Holder"]
+    idle_workers:
+      description: How many idle workers (C(ray::IDLE*)) there were.
+      type: int
+      sample: 4
+    system_processes:
+      description: How many of Ray's own processes (raylet, gcs_server, agents, dashboard, monitors) there were.
+      type: int
+      sample: 11
 containers_error:
   description: Why containers could not be listed (Docker unreachable), or null.
   returned: always
@@ -425,6 +625,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageError,
     UsageOptions,
     collect_usage,
+    rotation_messages,
     untrusted_messages,
 )
 
@@ -434,6 +635,7 @@ def main():
         argument_spec=dict(
             tmp_dir=dict(type="path", default="/tmp"),
             ray_temp_dir=dict(type="path"),
+            spill_dirs=dict(type="list", elements="path", default=[]),
             ray_users=dict(type="list", elements="str", default=[]),
             patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
             thresholds=dict(type="dict", default={}, apply_defaults=True, options=dict(
@@ -445,11 +647,16 @@ def main():
             uv_cache_dir=dict(type="path"),
             containers=dict(type="bool", default=False),
             container_name_filter=dict(type="str", default="ray-worker"),
+            container_tmp_dir=dict(type="str", default="/tmp"),
             docker_host=dict(type="str"),
             scan_workers=dict(type="int"),
             activity=dict(type="bool", default=False),
             cpu_idle_percent=dict(type="float", default=5),
             sample_seconds=dict(type="float", default=1),
+            busy_titles=dict(type="list", elements="str", default=[]),
+            idle_titles=dict(type="list", elements="str", default=[]),
+            rotation_max_bytes=dict(type="str"),
+            rotation_backup_count=dict(type="int"),
         ),
         supports_check_mode=True,
     )
@@ -457,13 +664,13 @@ def main():
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = dict(module.params)
-    params["patterns"] = tuple(params["patterns"])
-    params["ray_users"] = tuple(params["ray_users"])
+    for name in ("patterns", "ray_users", "busy_titles", "idle_titles", "spill_dirs"):
+        params[name] = tuple(params[name])
     try:
         report = collect_usage(UsageOptions(**params), psutil, docker)
     except UsageError as exc:
         module.fail_json(msg=str(exc))
-    for problem in [report["containers_error"]] + untrusted_messages(report):
+    for problem in [report["containers_error"]] + untrusted_messages(report) + rotation_messages(report):
         if problem:
             module.warn(printable(problem))
     module.exit_json(changed=False, **report)

@@ -12,17 +12,19 @@ module: ray_worker_cleanup
 short_description: Free the disk of idle Ray workers without touching what a running job needs
 version_added: 0.1.0
 description:
-  - For the host and, with O(containers=true), each running Ray worker container, measures the temp dir as
-    M(rayops.disk.ray_tmp_usage) does and skips the target when it holds less than O(min_tmp_size) or when it is
-    busy (a Ray worker runs user code, or CPU at or above O(cpu_idle_percent)), unless O(force=true).
+  - For the host and, with O(containers=true), each running Ray worker container, measures the temp dir (O(tmp_dir)
+    on the host, O(container_tmp_dir) in a container) as M(rayops.disk.ray_tmp_usage) does and skips the target when
+    it holds less than O(min_tmp_size) or when it is busy (a Ray worker runs a task or an actor method, or CPU that
+    Ray's idle machinery does not explain is at or above O(cpu_idle_percent)), unless O(force=true).
   - Otherwise removes what may go, older than O(max_age_hours) by every one of O(age_by), and matching no
-    O(exclude) glob - entries of O(tmp_dir) matching O(patterns), stale Ray sessions (O(clean_stale_sessions)) and
-    files in C(logs/old) of every session (O(clean_old_logs)). The live session is never a candidate.
+    O(exclude) glob - entries of the target's temp dir matching O(patterns), stale Ray sessions
+    (O(clean_stale_sessions)), files in C(logs/old) of every session (O(clean_old_logs)), and the spill directories of
+    Ray nodes that no longer run (O(clean_stale_spill)). The live session is never a candidate.
   - Never removed whatever the options - what a live process holds open, maps or has as working directory, what is
     locked (C(flock) or POSIX), unix sockets some process has bound, device nodes, mount points and anything on
-    another filesystem, the targets of symlinks (a symlink itself may go), anything outside the tmp dir and the Ray
-    temp roots. Everything is reached relative to directory file descriptors, without following symlinks, so a
-    directory swapped for a symlink mid-run leads nowhere.
+    another filesystem, the targets of symlinks (a symlink itself may go), anything outside the tmp dir, the Ray
+    temp roots and the spill directories. Everything is reached relative to directory file descriptors, without
+    following symlinks, so a directory swapped for a symlink mid-run leads nowhere.
   - Containers are cleaned from the host through C(/proc/<pid>/root) of their init process, with the same rules;
     nothing is run inside them. A container that stops or vanishes mid-run becomes an C(error) entry.
   - One run at a time per host - a second one waits up to O(lock_timeout) for O(lock_file), then reports
@@ -34,6 +36,8 @@ requirements:
   - docker (the Python Docker SDK), only with O(containers=true) or O(docker_prune=true)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rayops.disk.activity
+  - rayops.disk.spill
 attributes:
   check_mode:
     support: full
@@ -50,7 +54,9 @@ attributes:
     details: Linux only (reads C(/proc)).
 options:
   tmp_dir:
-    description: The temp directory of each target, an existing directory, not a symlink, not C(/).
+    description:
+      - The temp directory of the host, an existing directory, not a symlink, not C(/). Containers use
+        O(container_tmp_dir).
     type: path
     default: /tmp
   ray_temp_dir:
@@ -69,8 +75,8 @@ options:
     default: []
   patterns:
     description:
-      - File name globs of entries directly inside O(tmp_dir) to remove (names only; no C(/), no C(..), not a glob
-        matching every name). Ray's own temp root is never matched.
+      - File name globs of entries directly inside O(tmp_dir) (O(container_tmp_dir) in a container) to remove (names
+        only; no C(/), no C(..), not a glob matching every name). Ray's own temp root is never matched.
     type: list
     elements: str
     default: ["ray_tmp_*", "pip-*", "tmp*"]
@@ -97,22 +103,22 @@ options:
         1024 bytes). C(0) cleans always.
     type: str
     default: 5GB
-  cpu_idle_percent:
-    description:
-      - CPU use, in percent of one core as C(docker stats) shows it, at or above which a target is busy.
-      - On the host it is the CPU of Ray's worker processes; in a container, the whole container's.
-    type: float
-    default: 5
-  sample_seconds:
-    description: The CPU sample window; all targets are sampled side by side.
-    type: float
-    default: 1
   clean_stale_sessions:
     description: Remove Ray sessions no live Ray process uses (with everything in them older than the max age).
     type: bool
     default: true
   clean_old_logs:
     description: Remove files in C(logs/old) of every remaining session older than the max age.
+    type: bool
+    default: true
+  clean_stale_spill:
+    description:
+      - Remove what is older than the max age in the C(ray_spilled_objects_<node id>) directories, directly in a spill
+        directory outside the sessions (see O(spill_dirs)), of nodes that no raylet on this machine runs and whose
+        session is not live - objects a dead node spilled, which no one can read back.
+      - Only directories of that name, found C(stale) by M(rayops.disk.ray_tmp_usage) and checked again right before;
+        never on a network or cluster filesystem (other machines' nodes may spill there). A spill directory inside a
+        session goes with its stale session.
     type: bool
     default: true
   host:
@@ -129,6 +135,18 @@ options:
     description: Docker's C(name) filter (a substring or regular expression of the container name).
     type: str
     default: ray-worker
+  container_tmp_dir:
+    description:
+      - The temp directory inside each container, as the container sees it - what O(tmp_dir) is for the host there -
+        measured against O(min_tmp_size), cleaned of O(patterns), and with C(<container_tmp_dir>/ray) as Ray's temp
+        root when no Ray process in the container names one (unless the container's C($RAY_TMPDIR) or C($TMPDIR) is
+        set).
+      - For example C(/tmp) in the workers while Ray on the host lives under O(tmp_dir=/home/apiuser/.cache/tmp) -
+        one run cleans both, each in its own directory.
+      - An absolute path, not C(/); not expanded on the host (no C(~) or C($VAR)). Each container is checked for it -
+        one that lacks it is an C(error) target, and the other targets are still cleaned.
+    type: str
+    default: /tmp
   docker_host:
     description: The Docker daemon, on this host. Default C($DOCKER_HOST), else the local socket.
     type: str
@@ -185,6 +203,12 @@ EXAMPLES = r"""
     force: true
     min_tmp_size: 0
     exclude: ["*/checkpoints/*", "keep-*"]
+
+- name: The users' head - Ray on the host under /home/apiuser/.cache/tmp, in the workers under /tmp
+  rayops.disk.ray_worker_cleanup:
+    tmp_dir: /home/apiuser/.cache/tmp
+    containers: true
+    container_tmp_dir: /tmp
 """
 
 RETURN = r"""
@@ -214,6 +238,11 @@ targets:
     kind:
       description: C(host) or C(container).
       type: str
+    tmp_dir:
+      description: The target's temp dir, as the target names it - O(tmp_dir) on the host, O(container_tmp_dir) in a
+        container.
+      type: str
+      sample: /tmp
     status:
       description: C(cleaned), C(skipped_active), C(skipped_below_threshold), C(skipped_not_running) (a stopped
         container) or C(error).
@@ -239,9 +268,10 @@ targets:
       elements: str
     roots:
       description:
-        - The directories removed from, as the target names them (O(tmp_dir), Ray temp roots, C(logs/old)) and where
-          they really are on the host (for a container, in its filesystem, for example its overlay's C(merged) dir).
-          Each was resolved inside the target's root, never through a symlink to outside it.
+        - The directories removed from, as the target names them (its C(tmp_dir), Ray temp roots, C(logs/old), spill
+          directories) and
+          where they really are on the host (for a container, in its filesystem, for example its overlay's C(merged)
+          dir). Each was resolved inside the target's root, never through a symlink to outside it.
       type: list
       elements: dict
       sample: [{"path": "/tmp", "host_path": "/var/lib/docker/overlay2/3f2a/merged/tmp"}]
@@ -306,6 +336,7 @@ def main():
         argument_spec=dict(
             tmp_dir=dict(type="path", default="/tmp"),
             ray_temp_dir=dict(type="path"),
+            spill_dirs=dict(type="list", elements="path", default=[]),
             ray_users=dict(type="list", elements="str", default=[]),
             patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
             exclude=dict(type="list", elements="str", default=[]),
@@ -315,11 +346,15 @@ def main():
             min_tmp_size=dict(type="str", default="5GB"),
             cpu_idle_percent=dict(type="float", default=5),
             sample_seconds=dict(type="float", default=1),
+            busy_titles=dict(type="list", elements="str", default=[]),
+            idle_titles=dict(type="list", elements="str", default=[]),
             clean_stale_sessions=dict(type="bool", default=True),
             clean_old_logs=dict(type="bool", default=True),
+            clean_stale_spill=dict(type="bool", default=True),
             host=dict(type="bool", default=True),
             containers=dict(type="bool", default=False),
             container_name_filter=dict(type="str", default="ray-worker"),
+            container_tmp_dir=dict(type="str", default="/tmp"),
             docker_host=dict(type="str"),
             docker_prune=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
@@ -334,7 +369,7 @@ def main():
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = dict(module.params)
-    for name in ("patterns", "exclude", "age_by", "ray_users"):
+    for name in ("patterns", "exclude", "age_by", "ray_users", "busy_titles", "idle_titles", "spill_dirs"):
         params[name] = tuple(params[name])
     try:
         result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()

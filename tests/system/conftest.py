@@ -111,9 +111,11 @@ import glob, os, sys, time
 import ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 refs = [ray.put(bytes([i]) * (20 * 1024 * 1024)) for i in range(8)]  # 160 MB into a 75 MB store
+skip = set(sys.argv[3:])  # node dirs of earlier runs
 deadline = time.time() + 60
 while time.time() < deadline:
-    spilled = glob.glob(os.path.join(sys.argv[2], "session_*", "ray_spilled_objects_*", "*"))
+    spilled = [p for p in glob.glob(os.path.join(sys.argv[2], "*"))
+               if os.path.basename(os.path.dirname(p)) not in skip]
     if sum(os.path.getsize(p) for p in spilled) >= 60 * 1024 * 1024:
         break
     time.sleep(0.2)
@@ -122,6 +124,7 @@ else:
 print("SPILLED", flush=True)
 time.sleep(600)  # hold the refs: Ray deletes spilled files of freed objects
 """
+"""Spill 160 MB and hold it: ``argv[2]`` globs the node spill dirs to wait for (``argv[3:]``: names to skip)."""
 
 
 BURN_DRIVER = r"""
@@ -140,17 +143,77 @@ time.sleep(600)
 """
 
 
+IDLE_DRIVER = r"""
+import sys, time
+import ray
+ray.init(address=sys.argv[1], namespace="rayops", logging_level="ERROR", log_to_driver=False)
+
+@ray.remote
+def warm(i):
+    time.sleep(0.5)  # long enough that every CPU gets its own worker
+    return i
+
+@ray.remote(num_cpus=0)
+class Holder:
+    def ping(self):
+        return "pong"
+
+    def hold(self, seconds):
+        time.sleep(seconds)
+
+ray.get([warm.remote(i) for i in range(int(sys.argv[2]))])
+holder = Holder.options(name="holder", lifetime="detached").remote()
+ray.get(holder.ping.remote())
+print("IDLE", flush=True)
+if len(sys.argv) > 3:  # hold: run an actor method for that long
+    ref = holder.hold.remote(float(sys.argv[3]))
+    print("HOLDING", flush=True)
+time.sleep(600)  # stay connected: the job's idle workers stay too
+"""
+"""A head with ``argv[2]`` idle workers and an idle detached actor (``ray::Holder``); with ``argv[3]``, the actor
+runs ``Holder.hold`` (sleeping, no CPU) for that many seconds."""
+
+
+@pytest.fixture
+def scratch():
+    """A temp dir every user can traverse (pytest's tmp_path is private to root), removed after the test."""
+    path = tempfile.mkdtemp(prefix="rayops-scratch-", dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-class RayHead:
-    """A Ray head node under a short temp dir, driven through the real ``ray`` CLI."""
+RAY_CACHE = "/var/cache/rayops-disk"
+RAY_VERSIONS = ("2.40.0", "2.53.0", "newest")
+"""The Ray versions every Ray test runs on: the users' two, and the newest (the dev venv's, see requirements/dev.txt)."""
 
-    def __init__(self, temp_dir, home):
+
+def ray_bin(version):
+    """The bin dir of the venv holding Ray ``version`` (installed by scripts/setup.sh)."""
+    if version == "newest":
+        return BIN
+    path = os.path.join(RAY_CACHE, "ray-%s" % version, "bin")
+    assert os.path.isfile(os.path.join(path, "ray")), "Ray %s is not installed in %s: run scripts/setup.sh" % (
+        version, path)
+    return path
+
+
+class RayHead:
+    """A Ray head node under a short temp dir, driven through the real ``ray`` CLI of one Ray version."""
+
+    def __init__(self, temp_dir, home, version="newest"):
         self.temp_dir = temp_dir
+        self.version = version
+        self.bin = ray_bin(version)
+        self.python = os.path.join(self.bin, "python")
         self.port = free_port()
         # Keep Ray off the network:
         # - without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray on Linux swaps 127.0.0.1 for the node's
@@ -161,19 +224,24 @@ class RayHead:
         with open(os.path.join(home, "ray_bootstrap_config.yaml"), "w") as handle:
             handle.write("provider:\n  type: local\n")
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                        HOME=home, PATH=BIN + os.pathsep + os.environ["PATH"])
+                        HOME=home, PATH=self.bin + os.pathsep + os.environ["PATH"])
 
     def ray(self, *args):
-        proc = subprocess.run([os.path.join(BIN, "ray")] + list(args), env=self.env, capture_output=True,
+        proc = subprocess.run([os.path.join(self.bin, "ray")] + list(args), env=self.env, capture_output=True,
                               text=True, timeout=180, check=False)
         assert proc.returncode == 0, "ray %s failed:\n%s%s" % (" ".join(args), proc.stdout, proc.stderr)
         return proc
 
-    def start(self):
+    def start(self, *extra, num_cpus=1):
         self.ray("start", "--head", "--temp-dir=%s" % self.temp_dir, "--port=%d" % self.port,
                  "--ray-client-server-port=%d" % free_port(), "--dashboard-port=%d" % free_port(),
-                 "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=1",
-                 "--object-store-memory=78643200", "--disable-usage-stats")
+                 "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=%d" % num_cpus,
+                 "--object-store-memory=78643200", "--disable-usage-stats", *extra)
+
+    def driver(self, script, *args):
+        """Start a driver (a Python script that connects to this head) with this Ray version; stdout piped."""
+        return subprocess.Popen([self.python, "-c", script, "127.0.0.1:%d" % self.port] + list(args),
+                                stdout=subprocess.PIPE, text=True, env=self.env)
 
     def processes(self):
         """This head's processes and their children (another Ray may run on the machine)."""
@@ -219,14 +287,143 @@ def wait_for_title(title, timeout=60):
         time.sleep(0.2)
 
 
-@pytest.fixture
-def ray_head():
+def _head(version):
     temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: unix socket paths stay under 108 bytes
     home = tempfile.mkdtemp(prefix="rayops-home-")
-    head = RayHead(temp_dir, home)
+    head = RayHead(temp_dir, home, version)
     try:
         yield head
     finally:
         head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_head():
+    """A head of the newest Ray, not started yet."""
+    yield from _head("newest")
+
+
+@pytest.fixture(params=RAY_VERSIONS)
+def any_ray_head(request):
+    """A head of each Ray version in turn (the test runs once per version), not started yet."""
+    yield from _head(request.param)
+
+
+RAY_IMAGE = "rayops-test/ray:2.53.0"
+"""Ray 2.53 in a worker container, as the users run it (built offline by scripts/setup.sh)."""
+
+TREE_SCRIPT = r"""
+import hashlib, json, os, stat, sys
+tree = {}
+for dirpath, dirnames, filenames in os.walk(sys.argv[1]):
+    for name in dirnames + filenames:
+        path = os.path.join(dirpath, name)
+        info = os.lstat(path)
+        digest = None
+        if stat.S_ISREG(info.st_mode):
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+        tree[path] = [stat.S_IFMT(info.st_mode), info.st_size, digest]
+print(json.dumps(tree))
+"""
+
+
+class RayContainer:
+    """A Ray worker container without network (Ray has only loopback), driven with ``docker exec``.
+
+    Ray runs inside with its default temp dir (``/tmp/ray``); its processes are
+    those under ``/opt/ray`` and the workers titled ``ray::...``.
+    """
+
+    def __init__(self, container):
+        self.container = container
+        self.name = container.name
+
+    def exec(self, *argv, timeout=180):
+        """Run ``argv`` in the container and return its stdout; fail the test when it fails."""
+        proc = subprocess.run(["docker", "exec", self.name] + list(argv), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        assert proc.returncode == 0, "docker exec %s %s failed (%d):\n%s%s" % (
+            self.name, " ".join(argv)[:200], proc.returncode, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    def exec_detached(self, *argv):
+        """Start ``argv`` in the container in the background (``docker exec -d``)."""
+        subprocess.run(["docker", "exec", "-d", self.name] + list(argv), check=True, timeout=60)
+
+    def processes(self):
+        """``{pid: command line}`` of the container's processes as its ``ps`` shows them (``ps`` left out)."""
+        procs = {}
+        for line in self.exec("ps", "-ww", "-eo", "pid=,args=").splitlines():
+            pid, _sep, args = line.strip().partition(" ")
+            args = args.strip()
+            if not args.startswith("ps -ww"):
+                procs[int(pid)] = args
+        return procs
+
+    def ray_start(self, num_cpus=2):
+        """``ray start --head`` on loopback, default temp dir; the object store fits the container's /dev/shm."""
+        return self.exec("ray", "start", "--head", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                         "--disable-usage-stats", "--num-cpus=%d" % num_cpus, "--object-store-memory=78643200")
+
+    def ray_pids(self):
+        """Pids of Ray's processes (its programs under /opt/ray, workers titled ``ray::``), not drivers."""
+        return sorted(pid for pid, args in self.processes().items() if args.startswith(("/opt/ray/", "ray::")))
+
+    def kill(self, pids, timeout=60):
+        """``kill -9`` the container's processes ``pids`` (as a crash would) and wait until they are gone."""
+        self.exec("kill", "-9", *[str(pid) for pid in pids])
+        deadline = time.time() + timeout
+        while set(pids) & set(self.processes()):
+            assert time.time() < deadline, "processes %s of %s did not die" % (pids, self.name)
+            time.sleep(0.5)
+
+    def wait_for_titles(self, title, count=1, timeout=120):
+        """Wait until ``count`` processes are titled ``title`` (``ray::burn``, ``ray::IDLE``); 0: until none is."""
+        deadline = time.time() + timeout
+        while True:
+            titled = sum(args == title for args in self.processes().values())
+            if titled >= count if count else titled == 0:
+                return
+            assert time.time() < deadline, "%d processes titled %s in %s, waited for %d: %s" % (
+                titled, title, self.name, count, sorted(self.processes().values()))
+            time.sleep(0.5)
+
+    def python(self, script, *args, timeout=180):
+        """Run a Python script with the container's Ray (``/opt/ray/bin/python``); its stdout."""
+        return self.exec("python", "-c", script, *args, timeout=timeout)
+
+    def live_session(self):
+        """The session dir the running raylet names (``--session_dir=``)."""
+        for args in self.processes().values():
+            if args.startswith("/opt/ray/") and "/raylet " in args:
+                return re.search(r"--session_dir=(\S+)", args).group(1)
+        raise AssertionError("no raylet runs in %s" % self.name)
+
+    def sessions(self, root="/tmp/ray"):
+        """The session dirs under Ray's temp root, as the container names them."""
+        out = self.exec("find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name", "session_2*")
+        return sorted(out.split())
+
+    def exists(self, path):
+        """Whether ``path`` exists in the container (``test -e``; a failing ``docker exec`` fails the test)."""
+        code = subprocess.run(["docker", "exec", self.name, "test", "-e", path], timeout=60, check=False).returncode
+        assert code in (0, 1), "docker exec %s test -e %s failed (%d)" % (self.name, path, code)
+        return code == 0
+
+    def tree(self, path):
+        """``{path: [file type, size, sha256 of a regular file]}`` of everything under ``path``."""
+        return json.loads(self.python(TREE_SCRIPT, path))
+
+
+@pytest.fixture
+def ray_container(docker_client):
+    """A running Ray worker container (Ray not started yet), named so the default ``ray-worker`` filter matches."""
+    container = docker_client.containers.run(RAY_IMAGE, name="ray-worker-rayops-%s" % os.urandom(4).hex(),
+                                             network_mode="none", init=True, shm_size="256m", detach=True)
+    try:
+        yield RayContainer(container)
+    finally:
+        container.remove(force=True)

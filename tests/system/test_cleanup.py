@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -113,19 +112,19 @@ def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_clie
             container.remove(force=True)
 
 
-def test_stale_session_and_old_logs_go_the_live_session_and_ray_keep_working(ray_head):
-    ray_head.start()
-    driver = subprocess.Popen([sys.executable, "-c", SPILL_DRIVER, "127.0.0.1:%d" % ray_head.port, ray_head.temp_dir],
-                              stdout=subprocess.PIPE, text=True, env=ray_head.env)
+def test_stale_session_and_old_logs_go_the_live_session_and_ray_keep_working(any_ray_head):
+    head = any_ray_head
+    head.start()
+    driver = head.driver(SPILL_DRIVER, os.path.join(head.temp_dir, "session_*", "ray_spilled_objects_*"))
     try:
         assert driver.stdout.readline().strip() == "SPILLED"
-        stale = glob.glob(os.path.join(ray_head.temp_dir, "session_2*"))[0]
-        ray_head.stop()
+        stale = glob.glob(os.path.join(head.temp_dir, "session_2*"))[0]
+        head.stop()
     finally:
         driver.kill()
         driver.wait()
-    ray_head.start()
-    live = (set(glob.glob(os.path.join(ray_head.temp_dir, "session_2*"))) - {stale}).pop()
+    head.start()
+    live = (set(glob.glob(os.path.join(head.temp_dir, "session_2*"))) - {stale}).pop()
     for dirpath, dirnames, filenames in os.walk(stale, topdown=False):
         for name in dirnames + filenames:
             os.utime(os.path.join(dirpath, name), (OLD, OLD), follow_symlinks=False)
@@ -140,7 +139,7 @@ def test_stale_session_and_old_logs_go_the_live_session_and_ray_keep_working(ray
     while ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": empty_tmp, "activity": True})["activity"]["busy"]:
         assert time.time() < deadline, "the fresh Ray head never settled"  # prestarted workers import at start
     try:
-        args = {"tmp_dir": empty_tmp, "ray_temp_dir": ray_head.temp_dir, "min_tmp_size": "0",
+        args = {"tmp_dir": empty_tmp, "ray_temp_dir": head.temp_dir, "min_tmp_size": "0",
                 "max_age_hours": 1, "age_by": ["mtime"], "sample_seconds": 0.5}
         result = ansible_module("rayops.disk.ray_worker_cleanup", args)
     finally:
@@ -151,21 +150,21 @@ def test_stale_session_and_old_logs_go_the_live_session_and_ray_keep_working(ray
     assert not os.path.exists(old_log)
     assert os.path.isdir(os.path.join(live, "sockets")) and os.path.exists(os.path.join(live, "logs", "raylet.out"))
     assert host["freed_bytes"] >= 60 * 1024 * 1024  # the spilled objects of the stale session
-    task = subprocess.run([sys.executable, "-c", TASK_DRIVER, "127.0.0.1:%d" % ray_head.port], env=ray_head.env,
+    task = subprocess.run([head.python, "-c", TASK_DRIVER, "127.0.0.1:%d" % head.port], env=head.env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert task.stdout.strip() == "42", task.stderr  # Ray still works after the cleanup
 
 
-def test_a_running_task_makes_the_head_skipped(ray_head):
-    ray_head.start()
-    driver = subprocess.Popen([sys.executable, "-c", BURN_DRIVER, "127.0.0.1:%d" % ray_head.port],
-                              stdout=subprocess.PIPE, text=True, env=ray_head.env)
+def test_a_running_task_makes_the_head_skipped(any_ray_head):
+    head = any_ray_head
+    head.start()
+    driver = head.driver(BURN_DRIVER)
     empty_tmp = tempfile.mkdtemp(prefix="rayops-empty-tmp-")
     try:
         assert driver.stdout.readline().strip() == "STARTED"
         wait_for_title("ray::burn")
         result = ansible_module("rayops.disk.ray_worker_cleanup",
-                                {"tmp_dir": empty_tmp, "ray_temp_dir": ray_head.temp_dir, "min_tmp_size": "0"})
+                                {"tmp_dir": empty_tmp, "ray_temp_dir": head.temp_dir, "min_tmp_size": "0"})
     finally:
         driver.kill()
         driver.wait()

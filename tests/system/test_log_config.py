@@ -4,6 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Real Ray, started with the environment file ray_log_config wrote, rotates its logs at that size.
 
+The newest Ray here: it rotates ``worker-*.out`` itself, as 2.53 does. Ray 2.40 never rotates ``.out`` files
+(only ``.log``); what each version rotates, and the role's logrotate for the rest: test_ray_rotation.py.
+
 And the audit's attack, for real: a local user who owns the directory of the
 file (as with /opt/ray/.env) swaps every new entry there for a symlink to a
 root-owned file while root runs the module through Ansible.
@@ -43,6 +46,7 @@ print(ray.get(chatty.remote()))
 
 
 def test_ray_rotates_worker_logs_at_the_size_written(ray_head, tmp_path):
+    """Ray 2.53 and later rotate worker-*.out at RAY_ROTATION_MAX_BYTES (2.40 does not: test_ray_rotation.py)."""
     env_file = tmp_path / "ray.env"
     result = ansible_module("rayops.disk.ray_log_config", {"path": str(env_file), "rotation_max_bytes": "1MB",
                                                            "rotation_backup_count": 2, "backend_log_level": "40"})
@@ -61,6 +65,9 @@ def test_ray_rotates_worker_logs_at_the_size_written(ray_head, tmp_path):
     assert rotated, sorted(worker_logs)
     assert max(os.path.getsize(path) for path in worker_logs) <= 1024 * 1024
     assert not [path for path in worker_logs if path.endswith(".out.3")]  # two backups kept, no more
+    usage = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": ray_head.temp_dir, "ray_temp_dir": ray_head.temp_dir,
+                                                         "rotation_max_bytes": "1MB", "rotation_backup_count": 2})
+    assert usage["log_rotation"]["in_effect"] is True, usage["log_rotation"]  # what the file says is what Ray took
 
 
 USERS_ENV = "# executor settings\nPATH=/usr/bin\nexport RAY_BACKEND_LOG_LEVEL=40\nRAY_ROTATION_MAX_BYTES=512M\n"

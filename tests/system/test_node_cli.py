@@ -197,7 +197,7 @@ def test_containers_are_measured_and_cleaned(installed, workers, tmp_path):
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     config = write_config(tmp_path, tmp_dir=tmp, host=False, containers=True, container_name_filter=prefix,
-                          min_tmp_size=0, max_age_hours=0, lock_file=str(tmp_path / "lock"),
+                          container_tmp_dir=tmp, min_tmp_size=0, max_age_hours=0, lock_file=str(tmp_path / "lock"),
                           metrics_dir=str(metrics), sample_seconds=1, scan_workers=1)
     proc = run(installed, "--config", config, "--json", "monitor")
     assert proc.returncode == 0, proc.stderr

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 
 from ansible_collections.rayops.disk.tests.system.conftest import (
     BURN_DRIVER,
@@ -25,28 +23,28 @@ from ansible_collections.rayops.disk.tests.system.conftest import (
 )
 
 
-def test_one_live_one_stale_session_with_spilled_objects(ray_head):
-    ray_head.start()
-    assert ray_head.addresses() == {"127.0.0.1"}
-    driver = subprocess.Popen([sys.executable, "-c", SPILL_DRIVER, "127.0.0.1:%d" % ray_head.port, ray_head.temp_dir],
-                              stdout=subprocess.PIPE, text=True, env=ray_head.env)
+def test_one_live_one_stale_session_with_spilled_objects(any_ray_head):
+    head = any_ray_head
+    head.start()
+    assert head.addresses() == {"127.0.0.1"}
+    driver = head.driver(SPILL_DRIVER, os.path.join(head.temp_dir, "session_*", "ray_spilled_objects_*"))
     try:
         assert driver.stdout.readline().strip() == "SPILLED"
-        first = glob.glob(os.path.join(ray_head.temp_dir, "session_2*"))
-        ray_head.stop()  # killed while the driver holds the refs: the spilled files stay, as after a crash
+        first = glob.glob(os.path.join(head.temp_dir, "session_2*"))
+        head.stop()  # killed while the driver holds the refs: the spilled files stay, as after a crash
     finally:
         driver.kill()
         driver.wait()
-    ray_head.start()
-    sessions_now = glob.glob(os.path.join(ray_head.temp_dir, "session_2*"))
+    head.start()
+    sessions_now = glob.glob(os.path.join(head.temp_dir, "session_2*"))
     assert len(first) == 1 and len(sessions_now) == 2
     stale_path = first[0]
     live_path = (set(sessions_now) - set(first)).pop()
 
     result = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp"})
     assert result.get("failed") is not True, result
-    assert ray_head.temp_dir in result["ray_temp_dirs"]  # read from the running raylet's command line
-    ours = {s["path"]: s for s in result["sessions"] if s["path"].startswith(ray_head.temp_dir + "/")}
+    assert head.temp_dir in result["ray_temp_dirs"]  # read from the running raylet's command line
+    ours = {s["path"]: s for s in result["sessions"] if s["path"].startswith(head.temp_dir + "/")}
     assert sorted(ours) == sorted([stale_path, live_path])
     stale, live = ours[stale_path], ours[live_path]
     assert (stale["live"], live["live"]) == (False, True), (stale["live_reason"], live["live_reason"])
@@ -70,12 +68,12 @@ def test_one_live_one_stale_session_with_spilled_objects(ray_head):
     assert stale_path in remove[0]["paths"] and live_path not in remove[0]["paths"]
 
 
-def test_a_running_task_makes_the_head_busy(ray_head):
-    ray_head.start()
+def test_a_running_task_makes_the_head_busy(any_ray_head):
+    head = any_ray_head
+    head.start()
     idle = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "activity": True})
     assert "ray::burn" not in idle["activity"]["ray_tasks"]
-    driver = subprocess.Popen([sys.executable, "-c", BURN_DRIVER, "127.0.0.1:%d" % ray_head.port],
-                              stdout=subprocess.PIPE, text=True, env=ray_head.env)
+    driver = head.driver(BURN_DRIVER)
     try:
         assert driver.stdout.readline().strip() == "STARTED"
         wait_for_title("ray::burn")
@@ -86,4 +84,4 @@ def test_a_running_task_makes_the_head_busy(ray_head):
     assert busy["activity"]["busy"] is True
     assert "ray::burn" in busy["activity"]["ray_tasks"]
     assert "Ray runs user code: " in busy["activity"]["reasons"][0]
-    assert busy["activity"]["cpu_percent"] >= 50  # the task spins a core
+    assert busy["activity"]["cpu_percent"] >= 20  # the task spins what the machine leaves it of a core

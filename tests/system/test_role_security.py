@@ -19,10 +19,8 @@ import json
 import os
 import pwd
 import re
-import shutil
 import stat
 import subprocess
-import tempfile
 import uuid
 
 import pytest
@@ -66,17 +64,6 @@ def users():
         yield names
 
 
-@pytest.fixture
-def scratch():
-    """A temp dir every user can traverse (pytest's tmp_path is private to root), removed after the test."""
-    path = tempfile.mkdtemp(prefix="rayops-sec-", dir="/tmp")
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def deploy(scratch, **variables):
     """Run the role's configure tasks on localhost, writing only under ``<scratch>/node``.
 
@@ -96,8 +83,7 @@ def deploy(scratch, **variables):
         "ray_cleanup_config_path": os.path.join(node, "etc", "ray-maintenance.json"),
         "ray_cleanup_lib_dir": os.path.join(node, "lib"),
         "ray_cleanup_ray_env_files": [{"path": os.path.join(node, "env", "ray.env"), "format": "env"}],
-        "ray_cleanup_logrotate_ray_log_paths": [os.path.join(scratch, "ray", "session_2*", "logs", "*." + ext)
-                                                for ext in ("log", "out", "err")],
+        "ray_cleanup_logrotate_ray_log_dirs": [os.path.join(scratch, "ray", "session_2*", "logs")],
     }
     extra.update(variables)
     with open(os.path.join(scratch, "playbook.yml"), "w") as handle:
@@ -140,7 +126,7 @@ def plant(scratch, attacker):
     victim_dir = os.path.join(scratch, "victim-dir")
     os.mkdir(victim_dir)
     os.chmod(victim_dir, 0o755)
-    victim = os.path.join(victim_dir, "x.log")
+    victim = os.path.join(victim_dir, "x.out")  # a name logrotate takes on any Ray
     with open(victim, "wb") as handle:
         handle.write(SECRET)
     os.chmod(victim, 0o640)
@@ -148,7 +134,7 @@ def plant(scratch, attacker):
     for argv in (["mkdir", os.path.join(ray, "session_2099-x")],
                  ["ln", "-s", victim_dir, os.path.join(ray, "session_2099-x", "logs")],
                  ["mkdir", "-p", os.path.join(ray, "session_2099-y", "logs")],
-                 ["ln", "-s", victim, os.path.join(ray, "session_2099-y", "logs", "x.log")]):
+                 ["ln", "-s", victim, os.path.join(ray, "session_2099-y", "logs", "x.out")]):
         proc = sh(*argv, user=attacker)
         assert proc.returncode == 0, (argv, proc.stderr)
     return victim
@@ -166,7 +152,7 @@ def assert_untouched(victim):
     with open(victim, "rb") as handle:
         assert handle.read() == SECRET, "the root-only file was truncated"
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o640)
-    assert os.listdir(os.path.dirname(victim)) == ["x.log"]  # no rotated copy of it either
+    assert os.listdir(os.path.dirname(victim)) == ["x.out"]  # no rotated copy of it either
 
 
 def assert_rotated(log, ray_user):

@@ -134,18 +134,19 @@ class SandboxNode:
         self.target = layout_mod.Target(name="sandbox", prefix="/", mnt_ns=layout_mod.mount_namespace(self.init.pid),
                                         init_pid=self.init.pid)
 
-    def _popen(self, argv):
-        proc = subprocess.Popen(argv)
+    def _popen(self, argv, stderr=None):
+        proc = subprocess.Popen(argv, stderr=stderr)
         self.procs.append(proc)
         return proc
 
-    def spawn(self, comm, *args, hold=None, title=None, burn=False, impostor=False, user=None):
+    def spawn(self, comm, *args, hold=None, title=None, burn=False, impostor=False, user=None, stderr=None):
         """Start a process named ``comm`` with ``args`` on its command line.
 
         ``hold`` keeps a file open; ``title`` rewrites the command line as Ray
         does for its workers (``ray::IDLE``...); ``burn`` spins a core;
         ``impostor`` runs Python under the name instead of Ray's program;
-        ``user`` runs it as that user (``setpriv``).
+        ``user`` runs it as that user (``setpriv``); ``stderr`` is a file
+        object its stderr goes to (Ray's worker-*.err log).
         """
         code = ("import ctypes,time; f = open(%r) if %r else None; "
                 "ctypes.CDLL(None).prctl(15, %r, 0, 0, 0); " % (hold or "/", hold, comm.encode()))
@@ -164,7 +165,8 @@ class SandboxNode:
             code = code.replace("import ray._raylet; ray._raylet.setproctitle(%r); " % title, "")
             argv = [program, "-c", "import os; os.execv(%r, [%r, '-c', %r] + __import__('sys').argv[1:])"
                     % (program, title, code)]
-        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid] + become + argv + list(args))
+        proc = self._popen(["nsenter", "--mount=/proc/%d/ns/mnt" % self.init.pid] + become + argv + list(args),
+                           stderr=stderr)
         deadline = time.time() + 20
 
         def ready():

@@ -35,11 +35,16 @@ BAD = [
     ("ray_cleanup_logrotate_rotate", "3\n"),  # int("3\n") is 3: the argument specs let it through
     ("ray_cleanup_logrotate_cli_rotate", "8 postrotate"),
     ("ray_cleanup_logrotate_ray_logs", "yes please"),
-    ("ray_cleanup_logrotate_ray_log_paths", ["/tmp/ray/session_2*/logs/*.log\n{" + LOGROTATE_SCRIPT + "\n}"]),
-    ("ray_cleanup_logrotate_ray_log_paths", ["/tmp/ray/session_2*/logs/*.log /etc/shadow"]),
-    ("ray_cleanup_logrotate_ray_log_paths", ["tmp/ray/session_2*/logs/*.log"]),
-    ("ray_cleanup_logrotate_ray_log_paths", ["/tmp/ray/{a,b}/*.log"]),
-    ("ray_cleanup_logrotate_ray_log_paths", "/tmp/ray/session_2*/logs/*.log"),  # not a list
+    ("ray_cleanup_logrotate_ray_log_dirs", ["/tmp/ray/session_2*/logs\n{" + LOGROTATE_SCRIPT + "\n}"]),
+    ("ray_cleanup_logrotate_ray_log_dirs", ["/tmp/ray/session_2*/logs /etc/shadow"]),
+    ("ray_cleanup_logrotate_ray_log_dirs", ["tmp/ray/session_2*/logs"]),
+    ("ray_cleanup_logrotate_ray_log_dirs", ["/tmp/ray/{a,b}/logs"]),
+    ("ray_cleanup_logrotate_ray_log_dirs", "/tmp/ray/session_2*/logs"),  # not a list
+    ("ray_cleanup_ray_version", 2.4),  # YAML's reading of an unquoted 2.40
+    ("ray_cleanup_ray_version", "2.40.0\n"),
+    ("ray_cleanup_ray_version", "latest"),
+    ("ray_cleanup_ray_python", "python3"),
+    ("ray_cleanup_ray_python", "/usr/bin/python3 -c 'import os'"),
     ("ray_cleanup_log_dir", "/var/log/rayops\n/etc/shadow"),
     ("ray_cleanup_log_dir", "/var/log/ray ops"),
     ("ray_cleanup_log_dir", "/var/log/rayops/*"),
@@ -54,6 +59,10 @@ BAD = [
     ("ray_cleanup_ray_temp_dir", "tmp/ray"),
     ("ray_cleanup_ray_temp_dir", "/tmp/ray\n"),
     ("ray_cleanup_uv_cache_dir", "/root/.cache/uv /"),
+    ("ray_cleanup_spill_dirs", ["mnt/spill"]),
+    ("ray_cleanup_spill_dirs", ["/mnt/spill\n"]),
+    ("ray_cleanup_spill_dirs", ["//"]),
+    ("ray_cleanup_spill_dirs", "/mnt/spill"),  # not a list
     ("ray_cleanup_cron_minute", "0" + CRON_LINE),
     ("ray_cleanup_cron_minute", "0 * * * * root touch /tmp/pwned #"),
     ("ray_cleanup_cron_hour", "*\n"),
@@ -86,7 +95,9 @@ GOOD = {
     "ray_cleanup_logrotate_maxsize": "100k",
     "ray_cleanup_logrotate_rotate": 0,
     "ray_cleanup_logrotate_frequency": "hourly",
-    "ray_cleanup_logrotate_ray_log_paths": ["/srv/ray-tmp/session_2*/logs/*.[eo][ru][rt]", "/srv/ray_1.x/logs/?.log"],
+    "ray_cleanup_logrotate_ray_log_dirs": ["/srv/ray-tmp/session_2*/logs", "/srv/ray_1.x/session_[0-9]*/logs/"],
+    "ray_cleanup_ray_version": "2.60.0rc1",
+    "ray_cleanup_ray_python": "/opt/ray/venv-2.53/bin/python3.11",
     "ray_cleanup_cron_minute": 0,
     "ray_cleanup_cron_hour": "*/2",
     "ray_cleanup_cron_day": "1,15",
@@ -94,6 +105,7 @@ GOOD = {
     "ray_cleanup_cron_weekday": "mon-fri",
     "ray_cleanup_monitor_cron_minute": "",
     "ray_cleanup_ray_temp_dir": "/srv/ray-tmp",
+    "ray_cleanup_spill_dirs": ["/mnt/spill", "/srv/ray-spill/"],
     "ray_cleanup_uv_cache_dir": "/home/api_user/.cache/uv",
     "ray_cleanup_container_name_filter": "^ray-worker-[0-9]+$",
     "ray_cleanup_patterns": ["ray_tmp_*", "pip-*", "[a-z]*.tmp"],
@@ -255,7 +267,9 @@ def test_unusual_valid_settings_pass_preflight(tmp_path):
     ran = run_role(tmp_path, {"good": GOOD}, "--tags", "ray_cleanup_preflight")
     results = ran["good"]
     assert failure(results) is None, failure(results)
-    assert results[-1][1] == "Assert logrotate never acts as root in Ray's world-writable dirs", results[-1]
+    assert results[-1][1] == "Ask the Python Ray is installed in which Ray it has (ray_cleanup_ray_version auto)", \
+        results[-1]  # preflight's last task: it ran through
+    assert results[-1][2].get("false_condition") == "ray_cleanup_ray_version == 'auto'", results[-1]  # not asked
 
 
 PROMETHEUS_BAD = [("ray_cleanup_prometheus_rules_dir", "/etc/prometheus/rules\n"),
