@@ -28,12 +28,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
-    SPILL_DIR_RE,
-    Target,
-    live_node_ids,
-    unix_socket_paths,
+from ansible_collections.rayops.disk.plugins.module_utils._containers import (
+    DockerUnavailable,
+    NotRunning,
+    container_env,
+    container_target,
+    docker_client,
+    ray_worker_containers,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
+from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import SPILL_DIR_RE, live_node_ids
 from ansible_collections.rayops.disk.plugins.module_utils._remove import (
     AGE_FIELDS,
     MAX_LISTED,
@@ -295,14 +299,6 @@ class Cleanup:
             lock.release()
 
     def _run(self) -> dict:
-        from ansible_collections.rayops.disk.plugins.module_utils._containers import (
-            DockerUnavailable,
-            NotRunning,
-            container_env,
-            container_target,
-            ray_worker_containers,
-        )
-
         usage = self.options.usage_options()
         host = host_target()
         containers, containers_error = [], None
@@ -417,8 +413,6 @@ class Cleanup:
                     "error": "docker prune failed: %s" % exc}
 
     def _prune_now(self) -> dict:
-        from ansible_collections.rayops.disk.plugins.module_utils._containers import docker_client
-
         client = docker_client(self.docker, self.options.docker_host)
         if self.check_mode:
             usage = client.df()

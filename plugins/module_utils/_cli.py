@@ -414,6 +414,8 @@ def monitor_lines(report: dict) -> list:
     lines.append("%s in %s; %s scanned (with the Ray temp roots and the uv cache)"
                  % (format_bytes(report["tmp_bytes"]), report["tmp_dir"], format_bytes(report["scanned_bytes"])))
     lines.append("Ray sessions: %s; node role %s" % (_sessions(report), report["node_role"]))
+    if report.get("activity") and report["activity"].get("why"):
+        lines.append("host %s: %s" % ("busy" if report["activity"]["busy"] else "idle", report["activity"]["why"]))
     spill: dict = {}
     for entry in report.get("spill_dirs") or []:
         count, size = spill.get(entry["status"], (0, 0))

@@ -102,27 +102,3 @@ def ray_worker_containers(options, docker) -> list:
     except Exception as exc:
         raise DockerUnavailable("cannot list containers: %s" % exc) from exc
     return sorted(containers, key=lambda c: c.name)
-
-
-def measure_container(container, options, psutil, activity=None) -> dict:
-    """A container's entry: identity and status, and for a running one its report (not its own containers)."""
-    from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageError
-
-    inner = options.for_container()  # the container's own tmp dir (container_tmp_dir), its own Ray temp root
-    entry = {"name": container.name, "id": container.short_id, "status": container.status,
-             "tmp_dir": inner.tmp_dir, "tmp_bytes": None, "error": None}
-    if activity is not None:
-        entry["activity"] = activity
-    try:
-        target = container_target(container)
-        report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
-    except NotRunning:
-        pass  # a stopped container's /tmp cannot be reached; its status says why
-    except (LookupError, UsageError, OSError) as exc:
-        entry["error"] = str(exc)
-    else:
-        for key in ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
-                    "suggestions", "errors", "error_count", "not_measured_count", "ray_version", "log_rotation",
-                    "spill_dirs"):
-            entry[key] = report[key]
-    return entry

@@ -208,11 +208,16 @@ def host_path_of(fd: int, mountinfo: str = "/proc/self/mountinfo") -> Optional[s
     candidates = [seen]
     inner = _mount_table(mountinfo).get(mount_id(fd) or -1)
     if inner is not None:
-        in_fs = (inner[1].rstrip("/") + "/" + seen.lstrip("/")).rstrip("/") or "/"
-        for dev, root, point in _mount_table("/proc/self/mountinfo").values():
-            rest = _below(in_fs, root.rstrip("/") or "/") if dev == st.st_dev else None
-            if rest is not None:
-                candidates.append((point.rstrip("/") + "/" + rest).rstrip("/") or "/")
+        # the kernel names the dir from the top of the mounts this root cannot reach: relative to the fd's own
+        # mount when that is the top (a container's root), else from the top down (a volume at its /tmp)
+        below_point = _below(seen, inner[2].rstrip("/") or "/")
+        forms = [seen] + ([below_point] if below_point is not None else [])
+        for form in forms:
+            in_fs = (inner[1].rstrip("/") + "/" + form.lstrip("/")).rstrip("/") or "/"
+            for dev, root, point in _mount_table("/proc/self/mountinfo").values():
+                rest = _below(in_fs, root.rstrip("/") or "/") if dev == st.st_dev else None
+                if rest is not None:
+                    candidates.append((point.rstrip("/") + "/" + rest).rstrip("/") or "/")
     for path in candidates:
         try:
             here = os.stat(path, follow_symlinks=False)

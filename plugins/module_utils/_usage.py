@@ -23,23 +23,39 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._activity import (
+    ContainerSample,
+    HostSample,
+    TitleRules,
+    sample_all,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._containers import (
+    DockerUnavailable,
+    NotRunning,
+    container_env,
+    container_target,
+    ray_worker_containers,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
-    SPILL_DIR_RE,
-    SpillRoot,
     Target,
     discover,
-    filesystem_type,
     latest_session,
-    live_node_ids,
     mark_live_sessions,
     mount_namespace,
-    nodes_of_sessions,
-    rotation_report,
     session_of,
     session_started,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
+    SPILL_DIR_RE,
+    SpillRoot,
+    add_spill_roots,
+    filesystem_type,
+    live_node_ids,
+    nodes_of_sessions,
     shared_filesystem,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._ray_version import describe_version, rotation_report
 from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, printable, scan
 
 DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
@@ -553,6 +569,8 @@ class TargetReport:
         # A container is measured with ``for_container()`` options: its tmp_dir is container_tmp_dir.
         check_target_dir(self.target, "tmp_dir" if self.target.prefix == "/" else "container_tmp_dir", opts.tmp_dir)
         layout = discover(self.target, self.psutil, opts.tmp_dir, opts.ray_temp_dir, self.environ, opts.ray_uids)
+        describe_version(layout, self.target.tree, opts.ray_uids, opts.ray_temp_dir)
+        add_spill_roots(layout, layout.trusted, self.target.tree)
         notes = Notes()
         roots = self._roots(layout.temp_roots, notes)
         spill = SpillDirs(self.target, layout, opts, notes)
@@ -725,6 +743,28 @@ def host_target() -> Target:
     return Target(name="host", prefix="/", mnt_ns=mount_namespace("self"))
 
 
+def measure_container(container, options, psutil, activity=None) -> dict:
+    """A container's entry: identity and status, and for a running one its report (not its own containers)."""
+    inner = options.for_container()  # the container's own tmp dir (container_tmp_dir), its own Ray temp root
+    entry = {"name": container.name, "id": container.short_id, "status": container.status,
+             "tmp_dir": inner.tmp_dir, "tmp_bytes": None, "error": None}
+    if activity is not None:
+        entry["activity"] = activity
+    try:
+        target = container_target(container)
+        report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
+    except NotRunning:
+        pass  # a stopped container's /tmp cannot be reached; its status says why
+    except (LookupError, UsageError, OSError) as exc:
+        entry["error"] = str(exc)
+    else:
+        for key in ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
+                    "suggestions", "errors", "error_count", "not_measured_count", "ray_version", "log_rotation",
+                    "spill_dirs"):
+            entry[key] = report[key]
+    return entry
+
+
 def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     """The full report: host figures, and Ray worker containers when ``options.containers``.
 
@@ -733,12 +773,6 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     ``errors`` and sets ``containers_error``.  With ``options.activity`` the
     host and every container are first sampled side by side over one window.
     """
-    from ansible_collections.rayops.disk.plugins.module_utils._containers import (
-        DockerUnavailable,
-        measure_container,
-        ray_worker_containers,
-    )
-
     options.validate()
     if options.uv_cache_dir is None:
         options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
@@ -763,14 +797,6 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
 
 def sample_activity(host: Optional[Target], containers: list, options: UsageOptions, psutil) -> dict:
     """Busy or idle, per container name and for the host (key None, unless ``host`` is None), side by side."""
-    from ansible_collections.rayops.disk.plugins.module_utils._activity import (
-        ContainerSample,
-        HostSample,
-        TitleRules,
-        sample_all,
-    )
-    from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
-
     rules = TitleRules(tuple(options.busy_titles), tuple(options.idle_titles))
     samples = {None: HostSample(psutil, host, rules, options.ray_uids | {0})} if host is not None else {}
     found: dict = {}

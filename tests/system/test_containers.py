@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -243,3 +244,29 @@ def test_one_cleanup_cleans_the_host_and_the_worker_each_in_its_own_tmp_dir(head
     assert check["changed"] is real["changed"] is True
     again = ansible_module("rayops.disk.ray_worker_cleanup", args)
     assert again["changed"] is False and [t["removed"] for t in again["targets"]] == [0, 0]
+
+
+def test_a_container_tmp_on_a_volume_is_named_by_its_real_host_path(docker_client, tmp_path):
+    """A worker whose /tmp is a volume (a bind of a host dir): the audit names the host dir the file was in."""
+    volume = tmp_path / "worker-tmp"
+    volume.mkdir()
+    litter = volume / "ray_tmp_old"
+    litter.write_bytes(b"x" * 8192)
+    os.utime(litter, (1_000_000_000, 1_000_000_000))
+    audit = tmp_path / "audit.jsonl"
+    name = "ray-worker-vol%s" % uuid.uuid4().hex[:8]
+    worker = docker_client.containers.run(IMAGE, name=name, init=True, detach=True,
+                                          volumes={str(volume): {"bind": "/tmp", "mode": "rw"}})
+    try:
+        result = ansible_module("rayops.disk.ray_worker_cleanup", {
+            "tmp_dir": str(tmp_path), "host": False, "containers": True, "container_name_filter": name,
+            "min_tmp_size": "0", "max_age_hours": 1, "age_by": ["mtime"], "audit_log": str(audit),
+            "lock_file": str(tmp_path / "lock")})
+    finally:
+        worker.remove(force=True)
+    entry = result["targets"][0]
+    assert entry["status"] == "cleaned" and entry["removed_paths"] == ["/tmp/ray_tmp_old"], entry
+    assert not litter.exists()
+    assert {root["path"]: root["host_path"] for root in entry["roots"]}["/tmp"] == str(volume)
+    line = json.loads(audit.read_text().splitlines()[0])
+    assert (line["path"], line["host_path"]) == ("/tmp/ray_tmp_old", str(volume / "ray_tmp_old"))

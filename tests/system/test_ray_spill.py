@@ -22,6 +22,8 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import flag_value
+from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import decode_config_list, spill_paths
 from ansible_collections.rayops.disk.tests.system.conftest import SPILL_DRIVER, ansible_module, du_bytes
 
 
@@ -143,12 +145,6 @@ def test_each_version_names_its_spill_dir_on_the_command_line(any_ray_head):
     2.53+: ``ray start --object-spilling-directory``, in gcs_server's --config_list and the raylet's
     --fallback_directory.
     """
-    from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
-        decode_config_list,
-        flag_value,
-        spill_paths,
-    )
-
     head = any_ray_head
     spill_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     empty_tmp = tempfile.mkdtemp(prefix="rayops-empty-tmp-")

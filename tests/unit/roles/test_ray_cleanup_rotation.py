@@ -2,7 +2,7 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The role's table of what logrotate takes per Ray version is the collection's own (``_ray_layout``).
+"""The role's table of what logrotate takes per Ray version is the collection's own (``_ray_version``).
 
 ``ray_tmp_usage`` reports ``log_rotation.logrotate_globs`` from the same facts; the role renders them into its
 logrotate config (tests/system/test_ray_rotation.py runs that config on real Ray of each version).
@@ -15,7 +15,7 @@ import re
 
 import yaml
 
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import OUTPUT_ROTATED_SINCE, logrotate_globs
+from ansible_collections.rayops.disk.plugins.module_utils._ray_version import OUTPUT_ROTATED_SINCE, logrotate_globs
 
 ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                     "roles", "ray_cleanup")

@@ -345,6 +345,8 @@ def test_monitor_table_and_json_tell_the_same(capsys, configured):
     assert report["categories"]["spilled_objects"]["bytes"] == spilled
     assert [s["name"] for s in report["sessions"] if s["live"]] == [LIVE]
     assert report["activity"]["busy"] is False and report["containers"] == []
+    why = "host idle: no task or actor method running; CPU "  # why, for the operator
+    assert [line for line in lines if line.startswith(why)] and report["activity"]["why"].startswith(why[11:])
     assert table(lines, "CATEGORY")[:len(CATEGORIES) + 1] == [["CATEGORY", "BYTES", "FILES"]] + [
         [name, format_bytes(report["categories"][name]["bytes"]), str(report["categories"][name]["files"])]
         for name in CATEGORIES]

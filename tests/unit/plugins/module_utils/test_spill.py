@@ -21,8 +21,8 @@ import tempfile
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli, _usage
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
-    RayProcess,
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import RayProcess
+from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
     decode_config_list,
     filesystem_type,
     named_spill_roots,

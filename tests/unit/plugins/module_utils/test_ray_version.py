@@ -22,6 +22,7 @@ import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli
 from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout
+from ansible_collections.rayops.disk.plugins.module_utils import _ray_version as ray_version
 from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST
 from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     UsageError,
@@ -68,12 +69,12 @@ def package(base, version=None, metadata=None):
 @pytest.mark.parametrize("version", ["2.40.0", "2.53.0", "2.60.0rc1"])
 def test_version_from_the_package_of_the_raylet(tmp_path, version):
     _site, exe = package(str(tmp_path), version=version)
-    assert layout.installed_version(HOST, exe, ROOT) == (version, None)
+    assert ray_version.installed_version(HOST, exe, ROOT) == (version, None)
 
 
 def test_version_from_the_dist_info_when_version_py_is_missing(tmp_path):
     _site, exe = package(str(tmp_path), metadata="2.53.0")
-    version, why = layout.installed_version(HOST, exe, ROOT)
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert (version, why) == ("2.53.0", None)  # the first Version: of the header
 
 
@@ -81,17 +82,17 @@ def test_a_version_file_another_user_may_have_written_is_never_read(tmp_path):
     site, exe = package(str(tmp_path), version="2.40.0", metadata="2.53.0")
     version_py = os.path.join(site, "ray", "_version.py")
     os.chown(version_py, 65534, 65534)
-    assert layout.installed_version(HOST, exe, ROOT) == ("2.53.0", None)  # the root-owned METADATA instead
-    assert layout.installed_version(HOST, exe, frozenset({0, 65534}))[0] == "2.40.0"  # unless that user is Ray's
+    assert ray_version.installed_version(HOST, exe, ROOT) == ("2.53.0", None)  # the root-owned METADATA instead
+    assert ray_version.installed_version(HOST, exe, frozenset({0, 65534}))[0] == "2.40.0"  # unless that user is Ray's
     os.chown(version_py, 0, 0)
     os.chmod(version_py, 0o664)
-    assert layout.installed_version(HOST, exe, ROOT)[0] == "2.53.0"
+    assert ray_version.installed_version(HOST, exe, ROOT)[0] == "2.53.0"
     os.chmod(version_py, 0o644)
     os.chown(os.path.join(site, "ray"), 65534, 65534)  # a directory on the way
-    version, why = layout.installed_version(HOST, exe, ROOT)
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version == "2.53.0" and why is None
     os.chown(site, 65534, 65534)
-    version, why = layout.installed_version(HOST, exe, ROOT)
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version is None
     assert "_version.py: a directory on the way to %s is owned by uid 65534" % os.path.join(site, "ray") in why, why
 
@@ -101,24 +102,24 @@ def test_a_symlinked_or_special_version_file_is_never_followed(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text('version = "6.6.6"\n')
     os.symlink(str(secret), os.path.join(site, "ray", "_version.py"))
-    version, why = layout.installed_version(HOST, exe, ROOT)
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version is None and "_version.py: Too many levels of symbolic links" in why, why
     os.unlink(os.path.join(site, "ray", "_version.py"))
     os.mkfifo(os.path.join(site, "ray", "_version.py"))  # never blocks
-    version, why = layout.installed_version(HOST, exe, ROOT)
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version is None and "is not a regular file" in why, why
 
 
 def test_a_huge_version_file_is_read_only_so_far(tmp_path):
     site, exe = package(str(tmp_path))
     with open(os.path.join(site, "ray", "_version.py"), "w") as handle:
-        handle.write("#" * (layout.VERSION_FILE_MAX + 10) + '\nversion = "2.40.0"\n')
-    version, why = layout.installed_version(HOST, exe, ROOT)
+        handle.write("#" * (ray_version.VERSION_FILE_MAX + 10) + '\nversion = "2.40.0"\n')
+    version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version is None and "names no version" in why
 
 
 def test_not_a_ray_program():
-    assert layout.installed_version(HOST, "/usr/bin/python3", ROOT) == (None, "/usr/bin/python3 is not in a Ray package")
+    assert ray_version.installed_version(HOST, "/usr/bin/python3", ROOT) == (None, "/usr/bin/python3 is not in a Ray package")
 
 
 def test_only_the_rotation_variables_of_the_environment_are_read():
@@ -128,24 +129,24 @@ def test_only_the_rotation_variables_of_the_environment_are_read():
     try:
         assert proc.stdout.readline() == "ready\n"  # exec'd: /proc shows its own environment
         expected = {"RAY_ROTATION_MAX_BYTES": "1048576", "RAY_ROTATION_BACKUP_COUNT": "2"}
-        assert layout.process_environ(proc.pid, layout.ROTATION_ENV) == expected
+        assert ray_version.process_environ(proc.pid, ray_version.ROTATION_ENV) == expected
     finally:
         proc.kill()
         proc.communicate()
-    assert layout.process_environ(proc.pid, layout.ROTATION_ENV) is None  # gone: unreadable
+    assert ray_version.process_environ(proc.pid, ray_version.ROTATION_ENV) is None  # gone: unreadable
 
 
 @pytest.mark.parametrize("version", sorted(RAY_BACKUPS))
 def test_logrotate_never_takes_one_of_rays_own_backups(version):
     for rotation_set in (True, False):
-        globs = layout.logrotate_globs(version, rotation_set)
+        globs = ray_version.logrotate_globs(version, rotation_set)
         for name in sum(RAY_BACKUPS.values(), []):  # whatever the version: a backup of any is never taken
             assert not any(fnmatch.fnmatchcase(name, glob) for glob in globs), (name, globs)
 
 
 def test_logrotate_takes_what_ray_leaves_per_version():
     def taken(version, rotation_set=True):
-        globs = layout.logrotate_globs(version, rotation_set)
+        globs = ray_version.logrotate_globs(version, rotation_set)
         return [name for name in RAY_LOGS if any(fnmatch.fnmatchcase(name, glob) for glob in globs)]
 
     before = ["raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err", "worker-6b92-ffffffff-3638.out",
@@ -167,16 +168,16 @@ EFFECTIVE = {"max_bytes": 1048576, "backup_count": 2,
     ("2.60.0", ["component_logs", "core_logs", "process_output"]),
 ])
 def test_what_ray_rotates_per_version(version, rotates):
-    report = layout.rotation_report(version, EFFECTIVE, 1048576, 2)
+    report = ray_version.rotation_report(version, EFFECTIVE, 1048576, 2)
     assert report["ray_rotates"] == rotates
-    assert report["ray_leaves"] == [kind for kind in layout.LOG_KINDS if kind not in rotates]
+    assert report["ray_leaves"] == [kind for kind in ray_version.LOG_KINDS if kind not in rotates]
     assert (report["in_effect"], report["message"]) == (True, None)
-    assert report["logrotate_globs"] == layout.logrotate_globs(version)
+    assert report["logrotate_globs"] == ray_version.logrotate_globs(version)
 
 
 def test_configured_values_not_in_effect_name_the_restart():
     effective = {"max_bytes": 536870912, "backup_count": 5, "environment": {}}
-    report = layout.rotation_report("2.40.0", effective, 1048576, 2, "ray-worker-1")
+    report = ray_version.rotation_report("2.40.0", effective, 1048576, 2, "ray-worker-1")
     assert report["in_effect"] is False
     assert report["message"] == (
         "Ray 2.40.0 on ray-worker-1 runs with log rotation at 536870912 bytes and 5 backup(s) (--logging-rotate-* of "
@@ -184,7 +185,7 @@ def test_configured_values_not_in_effect_name_the_restart():
         "1048576; RAY_ROTATION_BACKUP_COUNT is unset (Ray's default 5 applies), not the configured 2. Ray reads "
         "RAY_ROTATION_* only when it starts: restart Ray (ray stop, then ray start with the environment file loaded) "
         "after changing the file.")
-    changed = layout.rotation_report("2.53.0", EFFECTIVE, 2097152, 2)  # the file was changed, Ray not restarted
+    changed = ray_version.rotation_report("2.53.0", EFFECTIVE, 2097152, 2)  # the file was changed, Ray not restarted
     assert changed["in_effect"] is False
     assert "RAY_ROTATION_MAX_BYTES is 1048576, not the configured 2097152" in changed["message"]
     assert "RAY_ROTATION_BACKUP_COUNT" not in changed["message"]
@@ -192,30 +193,30 @@ def test_configured_values_not_in_effect_name_the_restart():
 
 def test_without_configured_values_the_variable_must_be_there():
     started_without = {"max_bytes": 536870912, "backup_count": 5, "environment": {}}
-    old = layout.rotation_report("2.40.0", started_without)
+    old = ray_version.rotation_report("2.40.0", started_without)
     assert old["in_effect"] is False
     assert "started without RAY_ROTATION_MAX_BYTES" in old["message"]
     assert "this version never rotates *.out and *.err" in old["message"]
     assert old["ray_rotates"] == ["component_logs", "core_logs"]  # 2.40's built-in default for its C++ logs
-    new = layout.rotation_report("2.60.0", started_without)
+    new = ray_version.rotation_report("2.60.0", started_without)
     assert new["ray_rotates"] == ["component_logs"]
     assert "do not rotate python-core-*.log, *.out and *.err" in new["message"]
     assert new["logrotate_globs"] == ["*.out", "*.err", "job-driver-*.log"]
-    assert layout.rotation_report("2.60.0", EFFECTIVE)["in_effect"] is True
+    assert ray_version.rotation_report("2.60.0", EFFECTIVE)["in_effect"] is True
 
 
 def test_unreadable_environment_and_unknown_version():
-    report = layout.rotation_report(None, dict(EFFECTIVE, environment=None), 1048576, 2, "host", "cannot read it")
+    report = ray_version.rotation_report(None, dict(EFFECTIVE, environment=None), 1048576, 2, "host", "cannot read it")
     assert report["in_effect"] is None  # flags match, the raylet's environment is unreadable (not root)
     assert report["message"] == ("Ray's version could not be read (cannot read it): what Ray rotates is given as for "
                                  "Ray 2.40")
     assert report["ray_rotates"] == ["component_logs", "core_logs"]
-    assert layout.rotation_report("2.60.0", None) is None  # no Ray
+    assert ray_version.rotation_report("2.60.0", None) is None  # no Ray
 
 
 def test_rotation_off_on_purpose_is_in_effect():
     off = {"max_bytes": 0, "backup_count": 5, "environment": {"RAY_ROTATION_MAX_BYTES": "0"}}
-    report = layout.rotation_report("2.60.0", off, 0)
+    report = ray_version.rotation_report("2.60.0", off, 0)
     assert (report["in_effect"], report["message"]) == (True, None)
     assert "component_logs" not in report["ray_rotates"]
 
@@ -310,7 +311,7 @@ def test_the_version_of_an_untrusted_package_is_not_reported(ray_with_version, r
 
 
 def test_monitor_says_what_ray_rotates_and_what_is_not_in_effect():
-    rotation = layout.rotation_report("2.40.0", EFFECTIVE, 2097152, 2, "ray-worker-1")
+    rotation = ray_version.rotation_report("2.40.0", EFFECTIVE, 2097152, 2, "ray-worker-1")
     entry = {"name": "ray-worker-1", "ray_version": "2.40.0", "log_rotation": rotation}
     assert _cli.rotation_line("ray-worker-1", entry) == (
         "ray-worker-1: Ray 2.40.0 rotates its logs at 1048576 bytes, 2 backup(s) (component_logs, core_logs; in "
