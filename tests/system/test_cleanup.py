@@ -76,7 +76,8 @@ def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_clie
         brief = docker_client.containers.run(IMAGE, ["sleep", "3"], name=tag + "-brief2", init=True, detach=True)
         remover = threading.Timer(2.5, doomed.remove, kwargs={"force": True})  # removed while being sampled
         remover.start()
-        result = ansible_module("rayops.disk.ray_worker_cleanup", args)
+        # a window long enough that brief2 exits (3 s) and doomed goes (2.5 s) after the listing, however fast
+        result = ansible_module("rayops.disk.ray_worker_cleanup", dict(args, sample_seconds=4))
         remover.join()
         assert result.get("failed") is not True, result
         entries = {entry["name"]: entry for entry in result["targets"]}

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 
 import pytest
 
@@ -36,10 +37,9 @@ from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fai
 LIVE = "session_2026-11-22_10-00-00_000002_22"
 STALE = "session_2026-11-20_10-00-00_000001_11"
 STALE_260 = "session_2026-11-21_10-00-00_000003_33"
-LIVE_NODE = "a1" * 28
-DEAD_NODE = "b2" * 28
-DEAD_NODE_260 = "c3" * 28
-LOST_NODE = "d4" * 28
+# Node ids unique to this test process: a raylet another test runs at the same time (ansible-test runs tests in
+# parallel) claims its node id machine-wide, and a dead node's dir whose id a live raylet claims is kept.
+LIVE_NODE, DEAD_NODE, DEAD_NODE_260, LOST_NODE = (uuid.uuid4().hex + uuid.uuid4().hex[:24] for _node in range(4))
 
 
 def spill_name(node):
