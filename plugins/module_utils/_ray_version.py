@@ -280,8 +280,8 @@ def rotation_report(version: Optional[str], effective: Optional[dict], max_bytes
     ray = "Ray %s on %s" % (version or "(version unknown)", where)
     running = "%s runs with log rotation at %s (--logging-rotate-* of its log_monitor)" % (
         ray, _settings_text(report["max_bytes"], report["backup_count"]))
-    restart = ("Ray reads RAY_ROTATION_* only when it starts: restart Ray (ray stop, then ray start with the "
-               "environment file loaded) after changing the file")
+    restart = ("Ray reads RAY_ROTATION_* only when it starts: restart Ray on this node (stop its "
+               "own processes, then start it with the environment file loaded) after changing the file")
     problems = []
     if max_bytes is not None or backup_count is not None:
         for name, want, flag, from_env in (("RAY_ROTATION_MAX_BYTES", max_bytes, report["max_bytes"], env_bytes),

@@ -269,7 +269,7 @@ class RayHead:
         return found
 
     def stop(self):
-        """Kill this head's processes as ``ray stop --force`` would (which would stop every Ray here)."""
+        """Kill this head's processes and their children by pid, as a crash would; no other Ray here is touched."""
         procs = self.processes()
         for proc in procs:
             try:

@@ -6,7 +6,7 @@
 
 Ray 2.53 runs inside a container without network (only loopback) with its
 default temp dir ``/tmp/ray``. A stale session is made the real way: Ray is
-started, its processes are killed by pid (a crash; no ``ray stop``) and Ray
+started, its processes are killed by pid (a crash, and only this container's) and Ray
 is started again. The module runs on this host with ``host: false``: only the
 container is a target.
 """

@@ -183,8 +183,8 @@ def test_configured_values_not_in_effect_name_the_restart():
         "Ray 2.40.0 on ray-worker-1 runs with log rotation at 536870912 bytes and 5 backup(s) (--logging-rotate-* of "
         "its log_monitor); RAY_ROTATION_MAX_BYTES is unset (Ray's default 536870912 applies), not the configured "
         "1048576; RAY_ROTATION_BACKUP_COUNT is unset (Ray's default 5 applies), not the configured 2. Ray reads "
-        "RAY_ROTATION_* only when it starts: restart Ray (ray stop, then ray start with the environment file loaded) "
-        "after changing the file.")
+        "RAY_ROTATION_* only when it starts: restart Ray on this node (stop its own processes, then start it with the "
+        "environment file loaded) after changing the file.")
     changed = ray_version.rotation_report("2.53.0", EFFECTIVE, 2097152, 2)  # the file was changed, Ray not restarted
     assert changed["in_effect"] is False
     assert "RAY_ROTATION_MAX_BYTES is 1048576, not the configured 2097152" in changed["message"]
