@@ -221,6 +221,7 @@ class Sample:
         self.seen: dict = {}
         self.first: dict = {}
         self.last: dict = {}
+        self.actors: dict = {}
         self.began = 0.0
 
     def _processes(self) -> list:
@@ -244,13 +245,18 @@ class Sample:
             uids = process_uids(proc)
             if uids is None or (self.trusted_uids is not None and not set(uids) <= self.trusted_uids):
                 continue
-            role, title = role_of(name, cmdline, self.rules,
-                                  lambda pid=proc.pid, uid=uids[1]: is_actor_worker(pid, uid))
+            role, title = role_of(name, cmdline, self.rules, lambda k=key, uid=uids[1]: self._is_actor(k, uid))
             before = self.seen.get(key)
             if before is None or before.role != "work":  # work seen at either end stays work
                 self.seen[key] = Seen(proc.pid, role, title, user_label(uids[1]))
             found[key] = times.user + times.system
         return found
+
+    def _is_actor(self, key: tuple, uid: int) -> bool:
+        """``is_actor_worker``, read once per process: a worker that runs an actor runs it for life."""
+        if key not in self.actors:
+            self.actors[key] = is_actor_worker(key[0], uid)
+        return self.actors[key]
 
     def start(self) -> None:
         """Take the first reading."""

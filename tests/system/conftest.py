@@ -165,13 +165,9 @@ ray.get([warm.remote(i) for i in range(int(sys.argv[2]))])
 holder = Holder.options(name="holder", lifetime="detached").remote()
 ray.get(holder.ping.remote())
 print("IDLE", flush=True)
-if len(sys.argv) > 3:  # hold: run an actor method for that long
-    ref = holder.hold.remote(float(sys.argv[3]))
-    print("HOLDING", flush=True)
 time.sleep(600)  # stay connected: the job's idle workers stay too
 """
-"""A head with ``argv[2]`` idle workers and an idle detached actor (``ray::Holder``); with ``argv[3]``, the actor
-runs ``Holder.hold`` (sleeping, no CPU) for that many seconds."""
+"""A head with ``argv[2]`` idle workers and an idle detached actor (``ray::Holder``, whose ``hold`` sleeps)."""
 
 
 @pytest.fixture
