@@ -44,6 +44,11 @@ class UnsafePath(OSError):
     """A path that leads through a symlink where none may be, or through a directory others control."""
 
 
+def is_filesystem_root(path: str) -> bool:
+    """Whether a path names ``/`` (also as ``//`` or ``/tmp/..``: ``normpath`` keeps two leading slashes)."""
+    return not os.path.normpath(path).strip("/")
+
+
 def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
     """Open a directory without following a final symlink or updating its atime."""
     try:

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree, mount_id, open_dir
+from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree, is_filesystem_root, mount_id, open_dir
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     KIND_ORDER,
     RayLayout,
@@ -109,7 +109,7 @@ def named_spill_roots(proc: RayProcess) -> list:
         paths = [flag_value(proc.cmdline, "--fallback_directory") or ""]
     else:
         return []
-    roots = [os.path.normpath(path) for path in paths if os.path.isabs(path) and os.path.normpath(path).strip("/")]
+    roots = [os.path.normpath(path) for path in paths if os.path.isabs(path) and not is_filesystem_root(path)]
     return list(dict.fromkeys(roots))
 
 

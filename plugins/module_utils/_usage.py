@@ -36,7 +36,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._containers import (
     container_target,
     ray_worker_containers,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, is_filesystem_root
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     Target,
     discover,
@@ -120,7 +120,7 @@ class UsageOptions:
             if not os.path.isabs(self.ray_temp_dir):
                 raise UsageError("ray_temp_dir %r is not an absolute path; give the full path of Ray's temp root, "
                                  "for example /tmp/ray" % self.ray_temp_dir)
-            if not os.path.normpath(self.ray_temp_dir).strip("/"):  # "/", and "//" (normpath keeps two)
+            if is_filesystem_root(self.ray_temp_dir):
                 raise UsageError("ray_temp_dir %r would measure the whole filesystem; give Ray's temp root, "
                                  "for example /tmp/ray" % self.ray_temp_dir)
         check_spill_dirs(self.spill_dirs)
@@ -153,7 +153,7 @@ def check_root_dir(option: str, path: str) -> None:
     """A directory to work in must be absolute, exist, be a real directory and not be ``/``."""
     if not path or not os.path.isabs(path):
         raise UsageError("%s %r is not an absolute path; give the full path, for example /tmp" % (option, path))
-    if not os.path.normpath(path).strip("/"):  # "/", and "//" (normpath keeps two)
+    if is_filesystem_root(path):
         raise UsageError("%s %r is the root of the filesystem; give the temp directory, for example /tmp"
                          % (option, path))
     if os.path.islink(path):
@@ -170,7 +170,7 @@ def check_container_dir(option: str, path: str) -> None:
     if not path or not os.path.isabs(path):
         raise UsageError("%s %r is not an absolute path; give the full path as the containers see it, for example /tmp"
                          % (option, path))
-    if not os.path.normpath(path).strip("/"):
+    if is_filesystem_root(path):
         raise UsageError("%s %r is the root of the containers' filesystem; give their temp directory, for example "
                          "/tmp" % (option, path))
 
@@ -240,7 +240,7 @@ def check_spill_dirs(paths: Any) -> None:
             raise UsageError("spill_dirs %r: %r is not an absolute path; give the directories Ray spills objects to "
                              "(directory_path of object_spilling_config, or --object-spilling-directory), for "
                              "example /mnt/spill" % (list(paths), path))
-        if not os.path.normpath(path).strip("/"):
+        if is_filesystem_root(path):
             raise UsageError("spill_dirs %r: %r is the root of the filesystem; give the directory Ray spills objects "
                              "to, for example /mnt/spill" % (list(paths), path))
 
