@@ -18,12 +18,9 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import datetime
-import errno
-import fcntl
 import fnmatch
 import json
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -36,28 +33,28 @@ from ansible_collections.rayops.disk.plugins.module_utils._containers import (
     docker_client,
     ray_worker_containers,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
 from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import SPILL_DIR_RE, live_node_ids
 from ansible_collections.rayops.disk.plugins.module_utils._remove import (
     AGE_FIELDS,
-    MAX_LISTED,
     Guards,
+    MAX_LISTED,
     Policy,
     Remover,
     locked_inodes,
     socket_inodes,
     used_inodes,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes, parse_size
 from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     DEFAULT_PATTERNS,
     TargetReport,
-    UsageError,
     UsageOptions,
     check_patterns,
     check_root_dir,
-    format_bytes,
     host_target,
-    parse_size,
     sample_activity,
 )
 
@@ -125,72 +122,6 @@ class CleanupOptions:
                             activity=True, cpu_idle_percent=self.cpu_idle_percent,
                             sample_seconds=self.sample_seconds, uv_cache_dir=None, ray_users=tuple(self.ray_users),
                             busy_titles=tuple(self.busy_titles), idle_titles=tuple(self.idle_titles))
-
-
-class LockError(OSError):
-    """A lock file that is not this user's own regular file, or a lock still held after the timeout."""
-
-
-def open_lock_file(path: str, dir_fd: Optional[int] = None, directory: str = "") -> int:
-    """A descriptor of the lock file ``path`` (relative to ``dir_fd``, which is ``directory``, when given).
-
-    It is created mode 0600 when missing, never opened through a symlink.
-    ``LockError`` when it is not a regular file owned by this user: someone
-    else made it (in a directory others may write) to hold its ``flock`` forever.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-    info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
-        return fd
-    os.close(fd)
-    raise LockError("lock file %s is not a regular file of this user (uid %d; its owner is uid %d): someone else "
-                    "may have made it to hold the lock forever; remove it, and keep the lock in a directory only "
-                    "uid %d can write" % (os.path.join(directory, path), os.geteuid(), info.st_uid, os.geteuid()))
-
-
-def flock_within(fd: int, timeout: float) -> bool:
-    """Take an exclusive ``flock`` on ``fd``, retrying for up to ``timeout`` seconds; False when still held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-
-
-class CleanupLock:
-    """One cleanup per host: an exclusive ``flock`` on ``path``, waited for up to ``timeout`` seconds."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.fd: Optional[int] = None
-        self.reason: Optional[str] = None
-
-    def acquire(self) -> bool:
-        """Take the lock; False (``reason`` says why) when another run holds it or the file is not ours."""
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-        try:
-            self.fd = open_lock_file(self.path)
-        except LockError as exc:
-            self.reason = str(exc)
-            return False
-        if flock_within(self.fd, self.timeout):
-            return True
-        self.release()
-        self.reason = "another cleanup holds %s (waited %gs)" % (self.path, self.timeout)
-        return False
-
-    def release(self) -> None:
-        """Let the next run go."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class AuditLog:

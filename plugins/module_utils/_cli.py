@@ -25,6 +25,7 @@ import time
 from typing import Any, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
     USAGE_FILE,
@@ -36,14 +37,12 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
 )
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._remove import MAX_LISTED
-from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
 from ansible_collections.rayops.disk.plugins.module_utils._usage import (
     CATEGORIES,
     LEVELS,
-    UsageError,
     UsageOptions,
     collect_usage,
-    format_bytes,
     rotation_messages,
     untrusted_message,
     untrusted_messages,

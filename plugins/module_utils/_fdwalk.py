@@ -16,8 +16,12 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any, Callable, Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mount_id, open_dir
 
 FD_BUDGET = 64
 """Directories a walk keeps open at once; deeper ancestors are reopened on demand."""
@@ -34,6 +38,34 @@ class Frame:
         self.fd = fd
         self.pending = pending
         self.state = state
+
+
+VANISHED, NOT_A_DIRECTORY, REPLACED, MOUNT_POINT = "vanished", "not_a_directory", "replaced", "mount_point"
+"""Why ``open_listed_dir`` did not open a directory (else the text of the error)."""
+
+
+def open_listed_dir(parent_fd: int, name: str, ino: int, dev: int, mnt: Optional[int]) -> tuple:
+    """Open a directory listed in ``parent_fd`` as the same inode on the same device and mount, never via a link.
+
+    ``(fd, None)``, or ``(None, why)``: ``VANISHED``, ``NOT_A_DIRECTORY`` (now a link or a file), ``REPLACED``,
+    ``MOUNT_POINT`` (``mnt`` is the walk's mount id, None when no mount lies below it), or an error's text.
+    """
+    try:
+        fd = open_dir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return None, VANISHED
+    except OSError as exc:
+        return None, NOT_A_DIRECTORY if exc.errno in (errno.ELOOP, errno.ENOTDIR) else describe_os_error(exc)
+    st = os.fstat(fd)
+    why = None
+    if st.st_ino != ino or st.st_dev != dev:
+        why = REPLACED
+    elif mnt is not None and mount_id(fd) != mnt:
+        why = MOUNT_POINT
+    if why:
+        os.close(fd)
+        return None, why
+    return fd, None
 
 
 # open_child(parent_fd, name, inode, where) -> fd or None; where() names the path for a message.

@@ -32,7 +32,7 @@ import re
 import stat
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -310,3 +310,19 @@ class Tree:
 
 HOST = Tree()
 """This process's own root."""
+
+
+def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
+    """Size figures of the filesystem holding ``path`` (or an open fd), as ``df`` computes them."""
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    usable = used + free
+    return {
+        "path": display or path,
+        "total_bytes": total,
+        "used_bytes": used,
+        "free_bytes": free,
+        "used_percent": round(100.0 * used / usable, 1) if usable else 0.0,
+    }

@@ -36,7 +36,8 @@ import stat
 import time
 from typing import Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, parse_size
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._units import parse_size
 
 MAX_BYTES = "RAY_ROTATION_MAX_BYTES"
 BACKUP_COUNT = "RAY_ROTATION_BACKUP_COUNT"

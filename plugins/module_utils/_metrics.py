@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import LockError, flock_within, open_lock_file
-from ansible_collections.rayops.disk.plugins.module_utils._scan import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._errors import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._locks import LockError, flock_within, open_lock_file
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, LEVELS
 
 USAGE_FILE = "rayops_ray_usage.prom"

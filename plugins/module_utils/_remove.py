@@ -45,7 +45,16 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
+from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error, display_path
+from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
+    MOUNT_POINT,
+    NOT_A_DIRECTORY,
+    REPLACED,
+    VANISHED,
+    DirStack,
+    Frame,
+    open_listed_dir,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._fs import (
     HOST,
     Tree,
@@ -55,7 +64,6 @@ from ansible_collections.rayops.disk.plugins.module_utils._fs import (
     open_dir,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import held_links
-from ansible_collections.rayops.disk.plugins.module_utils._scan import describe_os_error, display_path
 
 MAX_LISTED = 100
 """Removed paths, kept entries and errors listed per outcome; the rest are counted."""
@@ -384,30 +392,20 @@ class Remover:
 
     def _open_child(self, parent_fd: int, name: str, ino: int, where: Where) -> Optional[int]:
         """Open a listed directory: the same inode, on the same mount, and not flock-ed by anyone."""
+        fd, why = open_listed_dir(parent_fd, name, ino, self.dev, self.mnt)
+        if why == VANISHED:
+            return None
+        if why in (NOT_A_DIRECTORY, REPLACED, MOUNT_POINT):
+            self.outcome.keep(self._lazy(where), "mount_point" if why == MOUNT_POINT else "changed")
+            return None
+        if why is not None:
+            self.outcome.error(self._lazy(where), why)
+            return None
         try:
-            fd = open_dir(name, dir_fd=parent_fd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                self.outcome.keep(self._lazy(where), "changed")
-            else:
-                self.outcome.error(self._lazy(where), describe_os_error(exc))
-            return None
-        st = os.fstat(fd)
-        reason = None
-        if st.st_ino != ino or st.st_dev != self.dev:
-            reason = "changed"
-        elif self.mnt is not None and mount_id(fd) != self.mnt:
-            reason = "mount_point"
-        else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while we work inside, as systemd-tmpfiles
-            except BlockingIOError:
-                reason = "locked"
-        if reason:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while we work inside, as systemd-tmpfiles
+        except BlockingIOError:
             os.close(fd)
-            self.outcome.keep(self._lazy(where), reason)
+            self.outcome.keep(self._lazy(where), "locked")
             return None
         return fd
 

@@ -17,17 +17,24 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 
 from __future__ import annotations
 
-import errno
 import multiprocessing
 import os
 import pickle
-import re
 import stat
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Protocol, Sequence
 
-from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import DirStack, Frame
-from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST, Tree, mount_id, mounts_below, open_dir
+from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error, display_path
+from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
+    MOUNT_POINT,
+    NOT_A_DIRECTORY,
+    REPLACED,
+    VANISHED,
+    DirStack,
+    Frame,
+    open_listed_dir,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST, Tree, mount_id, mounts_below
 
 MAX_REPORTED = 50
 """Errors and skipped entries listed per scan; the rest are only counted."""
@@ -119,37 +126,6 @@ class ScanResult:
     notes: Notes
 
 
-def display_path(path: str) -> str:
-    """Return ``path`` printable as UTF-8: undecodable bytes become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r"}
-_UNPRINTABLE_KEEP_NEWLINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str, keep_newlines: bool = False) -> str:
-    """``text`` safe for a terminal or a log line.
-
-    Undecodable bytes, control characters (ESC, BEL, CR, a newline unless
-    kept) and bidi overrides are written as backslash escapes (x1b, u202e),
-    so no name can move the cursor, retitle the terminal or forge a line.
-    """
-    pattern = _UNPRINTABLE_KEEP_NEWLINES if keep_newlines else _UNPRINTABLE
-    return pattern.sub(_escape, display_path(text))
-
-
-def _escape(match) -> str:
-    char = match.group()
-    return _NAMED_ESCAPES.get(char) or ("\\x%02x" if ord(char) < 0x100 else "\\u%04x") % ord(char)
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A short message for an OSError, without the path (reported separately)."""
-    return exc.strerror or exc.__class__.__name__
-
-
 @dataclass(frozen=True)
 class _RootInfo:
     """Identity of an opened root: the walk must stay on its device and mount.
@@ -162,6 +138,9 @@ class _RootInfo:
     ino: int
     mnt: Optional[int]
     own: Tally
+
+
+_CHANGED = {NOT_A_DIRECTORY: "changed during scan (no longer a directory)", REPLACED: "changed during scan (replaced)"}
 
 
 # A unit of work: (root index, chain of (name, inode) from the root, key, state).
@@ -200,26 +179,11 @@ class _Walker:
         ``where()`` gives the names from the root to it, built only for a message.
         """
         info = self.infos[ri]
-        try:
-            fd = open_dir(name, dir_fd=parent_fd)
-        except FileNotFoundError:
-            self.notes.skip(self._path(ri, where()), "vanished")
-            return None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                self.notes.error(self._path(ri, where()), "changed during scan (no longer a directory)")
-            else:
-                self.notes.error(self._path(ri, where()), describe_os_error(exc))
-            return None
-        st = os.fstat(fd)
-        if st.st_ino != ino or st.st_dev != info.dev:
-            os.close(fd)
-            self.notes.error(self._path(ri, where()), "changed during scan (replaced)")
-            return None
-        if info.mnt is not None and mount_id(fd) != info.mnt:
-            os.close(fd)
-            self.notes.skip(self._path(ri, where()), "mount point")
-            return None
+        fd, why = open_listed_dir(parent_fd, name, ino, info.dev, info.mnt)
+        if why in (VANISHED, MOUNT_POINT):
+            self.notes.skip(self._path(ri, where()), "vanished" if why == VANISHED else "mount point")
+        elif why is not None:
+            self.notes.error(self._path(ri, where()), _CHANGED.get(why, why))
         return fd
 
     def _list(self, ri: int, fd: int, key: Hashable, state: Optional[Hashable], where: Callable[[], list]) -> list:

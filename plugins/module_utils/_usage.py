@@ -17,7 +17,6 @@ import dataclasses
 import fnmatch
 import os
 import pwd
-import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ from ansible_collections.rayops.disk.plugins.module_utils._containers import (
     container_target,
     ray_worker_containers,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, is_filesystem_root
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystem_of, is_filesystem_root
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     Target,
     discover,
@@ -56,7 +56,8 @@ from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
     shared_filesystem,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._ray_version import describe_version, rotation_report
-from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, printable, scan
+from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, scan
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes, parse_size
 
 DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
 LEVELS = ("ok", "info", "warning", "critical")
@@ -66,10 +67,6 @@ SPILL_PREFIX = "ray_spilled_objects"
 PYMP_PREFIX = "pymp-"
 """Python's multiprocessing temp dirs (``util.get_temp_dir``), reported but not in the default patterns: a live
 process keeps its dir's name for its life and cannot make it again once removed."""
-
-
-class UsageError(ValueError):
-    """Bad input: the message names the value and the fix."""
 
 
 @dataclass
@@ -266,46 +263,6 @@ def level_for(used_percent: float, thresholds: dict) -> str:
         if used_percent >= thresholds[level]:
             return level
     return "ok"
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(value, option: str) -> int:
-    """Bytes from an integer or a human size (``5GB``, ``512M``, ``1.5GiB``; 1 KB = 1024 bytes, as Ansible)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise UsageError("%s %r is negative; use 0 or a size such as 5GB" % (option, value))
-        return value
-    match = _SIZE.match(str(value))
-    if not match or match.group(3).lower() == "i":
-        raise UsageError("%s %r is not a size; write bytes or a size such as 5GB, 500MB, 0" % (option, value))
-    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
-
-
-def format_bytes(count: float) -> str:
-    """Binary human size: ``1.5 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return ("%d %s" % (count, unit)) if unit == "B" else ("%.1f %s" % (count, unit))
-        count /= 1024.0
-    raise AssertionError("unreachable")
-
-
-def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
-    """Size figures of the filesystem holding ``path`` (or an open fd), as ``df`` computes them."""
-    st = os.statvfs(path)
-    total = st.f_blocks * st.f_frsize
-    free = st.f_bavail * st.f_frsize
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    usable = used + free
-    return {
-        "path": display or path,
-        "total_bytes": total,
-        "used_bytes": used,
-        "free_bytes": free,
-        "used_percent": round(100.0 * used / usable, 1) if usable else 0.0,
-    }
 
 
 class RayTmpLayout:

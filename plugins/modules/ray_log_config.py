@@ -145,9 +145,15 @@ from types import SimpleNamespace
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
 
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._log_config import (
-    Destination, current_umask, group_id, render, settings, user_id)
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError
+    Destination,
+    current_umask,
+    group_id,
+    render,
+    settings,
+    user_id,
+)
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),

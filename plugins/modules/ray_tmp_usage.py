@@ -619,10 +619,9 @@ not_measured_count:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
-from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
 from ansible_collections.rayops.disk.plugins.module_utils._usage import (
-    UsageError,
     UsageOptions,
     collect_usage,
     rotation_messages,

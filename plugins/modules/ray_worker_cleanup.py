@@ -315,9 +315,9 @@ containers_error:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
-from ansible_collections.rayops.disk.plugins.module_utils._scan import printable
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, untrusted_message
+from ansible_collections.rayops.disk.plugins.module_utils._usage import untrusted_message
 
 
 def diff_of(result):

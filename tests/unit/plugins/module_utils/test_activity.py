@@ -28,8 +28,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._activity import (
     sample_all,
     verdict,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageError, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageOptions
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, SandboxNode
 
 NO_RULES = TitleRules()

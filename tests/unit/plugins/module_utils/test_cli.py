@@ -25,13 +25,15 @@ import tempfile
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli
+from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
     LOCK_FILE,
     USAGE_FILE,
     mountpoint_of,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, filesystem_of, format_bytes
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
 from ansible_collections.rayops.disk.tests.unit.conftest import as_nobody, du_bytes, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     LIVE,

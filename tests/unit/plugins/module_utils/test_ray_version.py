@@ -20,16 +20,14 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.rayops.disk.plugins.module_utils import _cli
-from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout
-from ansible_collections.rayops.disk.plugins.module_utils import _ray_version as ray_version
-from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST
-from ansible_collections.rayops.disk.plugins.module_utils._usage import (
-    UsageError,
-    UsageOptions,
-    collect_usage,
-    rotation_messages,
+from ansible_collections.rayops.disk.plugins.module_utils import (
+    _cli,
+    _ray_layout as layout,
+    _ray_version as ray_version,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST
+from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageOptions, collect_usage, rotation_messages
 from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, write
 

@@ -22,12 +22,8 @@ import psutil
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout_mod
-from ansible_collections.rayops.disk.plugins.module_utils._usage import (
-    TargetReport,
-    UsageError,
-    UsageOptions,
-    level_for,
-)
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageOptions, level_for
 from ansible_collections.rayops.disk.tests.unit.conftest import SandboxNode, du_bytes, write
 
 OLD = "session_2026-11-20_10-00-00_000001_1111"
