@@ -26,8 +26,9 @@ from ray_tree import COLLECTIONS
 
 sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.rayops.disk.plugins.module_utils._usage import (  # noqa: E402 (path above)
-    UsageOptions,
+from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions  # noqa: E402 (path above)
+from ansible_collections.rayops.disk.plugins.module_utils._targets import (  # noqa: E402 (path above)
+    Slot,
     host_target,
     sample_activity,
 )
@@ -36,6 +37,13 @@ from ansible_collections.rayops.disk.tests.system.conftest import (  # noqa: E40
     RAY_VERSIONS,
     _head,
 )
+
+
+def sample_host(options: UsageOptions) -> dict:
+    """One activity verdict of this host, as a cleanup samples it."""
+    slot = Slot("host", "host", host_target())
+    sample_activity([slot], options, psutil)
+    return slot.activity
 
 
 def measure(version: str, windows: list, samples: int) -> list:
@@ -51,7 +59,7 @@ def measure(version: str, windows: list, samples: int) -> list:
             time.sleep(5)  # let start-up work settle
             for window in windows:
                 options = UsageOptions(activity=True, sample_seconds=window)
-                readings = [sample_activity(host_target(), [], options, psutil)[None] for _round in range(samples)]
+                readings = [sample_host(options) for _round in range(samples)]
                 rows.append((window, sum(not r["busy"] for r in readings),
                              statistics.median(r["cpu_percent"] for r in readings),
                              statistics.median(r["idle_cpu_percent"] for r in readings),

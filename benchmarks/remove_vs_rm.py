@@ -26,9 +26,16 @@ from ray_tree import COLLECTIONS, ensure_tree
 REMOVE = """
 import os, resource, sys, time
 import psutil
+from ansible_collections.rayops.disk.plugins.module_utils._options import AGE_FIELDS
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
 from ansible_collections.rayops.disk.plugins.module_utils._remove import (
-    AGE_FIELDS, Guards, Policy, Remover, locked_inodes, socket_inodes, used_inodes)
+    Guards,
+    Policy,
+    Remover,
+    locked_inodes,
+    socket_inodes,
+    used_inodes,
+)
 guards = Guards(used_inodes(psutil.pids()), locked_inodes(), socket_inodes(unix_socket_paths(Target("host"))))
 remover = Remover(sys.argv[1], Policy(time.time(), AGE_FIELDS), guards, dry_run=False)
 for name in os.listdir(sys.argv[1]):

@@ -18,35 +18,45 @@ import dataclasses
 import json
 import logging
 import logging.handlers
+import math
 import os
 import sys
 import textwrap
 import time
 from typing import Any, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
+    STATUS_COMMANDS,
+    STATUS_FILE,
     USAGE_FILE,
     cleanup_succeeded,
     cleanup_text,
-    mountpoint_of,
+    update_status,
     usage_text,
     write_textfile,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup, collect_usage
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
-from ansible_collections.rayops.disk.plugins.module_utils._remove import MAX_LISTED
-from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
-from ansible_collections.rayops.disk.plugins.module_utils._usage import (
-    CATEGORIES,
+from ansible_collections.rayops.disk.plugins.module_utils._options import (
+    CleanupOptions,
+    KINDS,
     LEVELS,
     UsageOptions,
-    collect_usage,
-    rotation_messages,
-    untrusted_message,
-    untrusted_messages,
+    config_defaults,
+    config_keys,
+    level_for,
+    option_names,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._targets import DOCKER_SOCKET, containers_wanted
+from ansible_collections.rayops.disk.plugins.module_utils._text import (
+    cleanup_lines,
+    monitor_lines,
+    summary_line,
+    target_line,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
 
 PROG = "ray-maintenance"
 CONFIG_ENV = "RAY_MAINTENANCE_CONFIG"
@@ -58,45 +68,16 @@ LOGGER.addHandler(logging.NullHandler())  # no log_file: nothing logged (errors 
 LOGGER.propagate = False
 LOGGER.setLevel(logging.INFO)
 
-# Config keys: (kind, an example for the fix).  Defaults come from CleanupOptions and UsageOptions.
-KEYS = {
-    "tmp_dir": ("text", '"/tmp"'),
-    "ray_temp_dir": ("text?", '"/tmp/ray"'),
-    "patterns": ("list", '["ray_tmp_*", "pip-*", "tmp*"]'),
-    "exclude": ("list", '["*/checkpoints/*"]'),
-    "max_age_hours": ("number", "24"),
-    "age_by": ("list", '["mtime", "atime", "ctime"]'),
-    "min_tmp_size": ("size", '"5GB"'),
-    "cpu_idle_percent": ("number", "5"),
-    "sample_seconds": ("number", "1"),
-    "busy_titles": ("list", '["ray::ServeReplica*"]'),
-    "idle_titles": ("list", '["ray::Poller*"]'),
-    "clean_stale_sessions": ("bool", "true"),
-    "clean_old_logs": ("bool", "true"),
-    "clean_stale_spill": ("bool", "true"),
-    "spill_dirs": ("list", '["/mnt/spill"]'),
-    "host": ("bool", "true"),
-    "containers": ("bool", "false"),
-    "container_name_filter": ("text", '"ray-worker"'),
-    "container_tmp_dir": ("text", '"/tmp"'),
-    "docker_host": ("text?", '"unix:///var/run/docker.sock"'),
-    "docker_prune": ("bool", "false"),
-    "force": ("bool", "false"),
-    "thresholds": ("thresholds", '{"info": 80, "warning": 90, "critical": 95}'),
-    "lock_file": ("text", '"/run/rayops/ray-cleanup.lock"'),
-    "lock_timeout": ("number", "30"),
-    "audit_log": ("text?", '"/var/log/rayops/cleanup-audit.jsonl"'),
-    "log_file": ("text?", '"/var/log/rayops/ray-maintenance.log"'),
-    "metrics_dir": ("text?", '"/var/lib/prometheus/node-exporter"'),
-    "scan_workers": ("count?", "2"),
-    "uv_cache_dir": ("text?", '"/home/apiuser/.cache/uv"'),
-    "ray_users": ("list", '["apiuser"]'),
-    "rotation_max_bytes": ("size?", '"1MB"'),
-    "rotation_backup_count": ("count?", "2"),
-}
-KIND_NAMES = {"text": "a string", "list": "a list of strings", "number": "a number", "bool": "true or false",
-              "size": "a size (a string such as \"5GB\", or bytes)", "thresholds": "an object",
-              "count": "a whole number"}
+KEYS = config_keys()
+"""The config keys (name to ``_options.Option``): the option table's, less the modules' own."""
+KIND_CHECKS = {"path": "text", "text": "text", "names": "list", "paths": "list", "number": "number",
+               "count": "count", "bool": "bool", "switch": "switch", "size": "size", "thresholds": "thresholds"}
+"""What a config value of each option kind must be in JSON."""
+FLAGS = {"max_age_hours": "--max-age-hours", "force": "--force", "min_tmp_size": "--min-tmp-size",
+         "containers": "--containers", "metrics_dir": "--metrics-dir"}
+"""The config keys a command-line flag sets (its value wins over the file's), and the flag."""
+CHECK_LEVELS = ("ok", "warning", "critical")
+"""``check``'s levels, its exit codes 0, 1, 2 (``info`` is ok to it: a level for ``monitor`` and the metrics)."""
 
 EPILOG = """\
 examples:
@@ -105,15 +86,19 @@ examples:
   ray-maintenance check --threshold 85         exit 1 at 85 %% used, 2 at thresholds.critical
   ray-maintenance cleanup --dry-run            what cleanup would remove (removes nothing)
   ray-maintenance --config /etc/rayops/ray-maintenance.json cleanup --quiet      (cron)
+  ray-maintenance --config FILE check-config   is FILE a good config? (exit 0, or 3 naming the bad key)
 
 exit codes:
   0  ran (check: below the warning threshold); a stopped container is no error
      (cleanup: skipped_not_running)
   1  a target had an error, Docker could not be reached (with containers on),
      docker prune failed, metrics could not be written, or cleanup was locked
-     out by another run (check: warning)
+     out by another run (check: warning); check and monitor run by a user who
+     is not root only note on stderr what they may not write or use
   2  check: critical
   3  bad input: unknown option, bad or unreadable config, missing Python library
+     (monitor and cleanup then record it in rayops_ray_maintenance.prom in
+     metrics_dir, or in --metrics-dir when the config cannot say)
 
 config: --config FILE, else $%s,
   else %s when it exists, else built-in defaults.
@@ -138,6 +123,20 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
                        ("--quiet", "print nothing on success (for cron); errors still go to stderr"),
                        ("--no-metrics", "do not write the textfile metrics, even with metrics_dir set")):
         parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS if suppress else False, help=text)
+    parser.add_argument("--metrics-dir", metavar="DIR", default=argparse.SUPPRESS if suppress else None,
+                        help="node_exporter's textfile directory, instead of the config's metrics_dir; a run that "
+                        "cannot start (bad config, missing library) still says so there")
+
+
+def _finite(text: str) -> float:
+    """A float that is a number (argparse's ``float`` also takes nan and inf)."""
+    value = float(text)  # ValueError: argparse says "invalid float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError("%r is not a finite number" % text)
+    return value
+
+
+_finite.__name__ = "float"  # argparse names the type in its message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", parents=[common], help="exit 0 ok, 1 warning, 2 critical",
                                 description="Exit 0 ok, 1 warning, 2 critical: the used % of the disk holding "
                                 "the tmp dir, the worst of the host and its containers; write the usage metrics.")
-    check.add_argument("--threshold", type=float, metavar="N",
+    check.add_argument("--threshold", type=_finite, metavar="N",
                        help="warning at N %% used (default: the config's thresholds.warning)")
-    check.add_argument("--critical", type=float, metavar="N",
+    check.add_argument("--critical", type=_finite, metavar="N",
                        help="critical at N %% used (default: the config's thresholds.critical)")
     cleanup = commands.add_parser("cleanup", parents=[common], help="clean idle targets (ray_worker_cleanup)",
                                   description="The ray_worker_cleanup run: idle targets only (unless --force), "
@@ -165,11 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   "cleanup and usage metrics.")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="remove nothing, say what would go (no metrics, no audit log)")
-    cleanup.add_argument("--max-age-hours", type=float, metavar="N", help="only what is older goes")
+    cleanup.add_argument("--max-age-hours", type=_finite, metavar="N", help="only what is older goes")
     cleanup.add_argument("--force", action="store_true", default=None, help="clean busy targets too")
     cleanup.add_argument("--min-tmp-size", metavar="SIZE", help="leave a target alone below it (0: always clean)")
     cleanup.add_argument("--containers", action=argparse.BooleanOptionalAction, default=None,
                          help="also clean the running containers named like container_name_filter")
+    commands.add_parser("check-config", parents=[common], help="is the config good? exit 0, else 3 and why",
+                        description="Validate the config as a run would (every key and value, the same messages): "
+                        "print 'config FILE: ok' and exit 0, or exit 3 with one line naming the bad key and the fix. "
+                        "Reads the file and looks at the paths it names; writes nothing, needs no psutil or Docker "
+                        "(for Ansible's validate:).")
     return parser
 
 
@@ -184,29 +188,25 @@ def _config_path(given: Optional[str]) -> Optional[str]:
 
 def defaults() -> dict:
     """Every config key with its built-in default."""
-    found = {f.name: f.default for f in dataclasses.fields(CleanupOptions) if f.init}
-    found.update(thresholds=UsageOptions().thresholds, scan_workers=None, log_file=None, metrics_dir=None,
-                 uv_cache_dir=None, rotation_max_bytes=None, rotation_backup_count=None)
-    return found
+    return config_defaults()
 
 
 def _check_value(key: str, value: Any) -> Any:
     """The value of a config key if its JSON type is right (``""`` and null mean unset), else ``UsageError``."""
-    kind, example = KEYS[key]
-    if kind.endswith("?"):
-        if value is None or value == "":
-            return None
-        kind = kind[:-1]
+    option = KEYS[key]
+    if option.nullable and (value is None or value == ""):
+        return None
+    kind = KIND_CHECKS[option.kind]
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     good = {"text": isinstance(value, str), "number": number, "bool": isinstance(value, bool),
             "list": isinstance(value, list) and all(isinstance(item, str) for item in value),
             "size": number or isinstance(value, str), "count": number and float(value).is_integer(),
-            "thresholds": isinstance(value, dict)}[kind]
+            "thresholds": isinstance(value, dict), "switch": isinstance(value, bool) or value == "auto"}[kind]
     if not good:
         raise UsageError("%s %s is not %s; for example \"%s\": %s"
-                         % (key, json.dumps(value), KIND_NAMES[kind], key, example))
+                         % (key, json.dumps(value), KINDS[option.kind][2], key, json.dumps(option.example)))
     if kind == "thresholds":
-        merged = dict(UsageOptions().thresholds)
+        merged = dict(option.default)
         for level, percent in value.items():
             if level not in LEVELS[1:]:
                 raise UsageError("thresholds has no level %s; valid: %s" % (json.dumps(level), ", ".join(LEVELS[1:])))
@@ -253,14 +253,42 @@ def load_config(path: Optional[str]) -> dict:
 
 def apply_flags(config: dict, args: argparse.Namespace) -> dict:
     """The config with the command line's values on top."""
-    flags = {"max_age_hours": getattr(args, "max_age_hours", None), "force": getattr(args, "force", None),
-             "min_tmp_size": getattr(args, "min_tmp_size", None), "containers": getattr(args, "containers", None)}
-    return dict(config, **{key: value for key, value in flags.items() if value is not None})
+    return dict(config, **{key: getattr(args, key) for key in FLAGS if getattr(args, key, None) is not None})
+
+
+def _shown(value: Any) -> str:
+    """A flag's value as a message shows it: a string quoted, a number as typed."""
+    if isinstance(value, float):
+        return "%g" % value
+    return json.dumps(value)
+
+
+def _flag_message(key: str, value: Any, message: str) -> str:
+    """A message about config key ``key`` told about its flag: ``--min-tmp-size "lots" is not a size; ...``."""
+    subject = "%s %r" % (key, value)
+    if message.startswith(subject):
+        return "%s %s%s" % (FLAGS[key], _shown(value), message[len(subject):])
+    return "%s %s: %s" % (FLAGS[key], _shown(value), message)
+
+
+def check_flags(config: dict, args: argparse.Namespace) -> dict:
+    """The (valid) config with the flags on top, each checked as its key is: ``UsageError`` names the flag."""
+    merged = dict(config)
+    for key in FLAGS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        merged[key] = value
+        try:
+            validate(merged, args)
+        except UsageError as exc:
+            raise UsageError(_flag_message(key, value, str(exc))) from exc
+    return merged
 
 
 def cleanup_options(config: dict) -> CleanupOptions:
     """The cleanup options of a config."""
-    return CleanupOptions(**{f.name: config[f.name] for f in dataclasses.fields(CleanupOptions) if f.init})
+    return CleanupOptions(**{name: config[name] for name in option_names(CleanupOptions) if name in config})
 
 
 def usage_options(config: dict, activity: bool = False) -> UsageOptions:
@@ -283,7 +311,10 @@ def validate(config: dict, args: argparse.Namespace) -> None:
     for key in ("log_file", "metrics_dir"):
         if config[key] is not None and not os.path.isabs(config[key]):
             raise UsageError("%s %r is not an absolute path; give the full path, for example %s"
-                             % (key, config[key], KEYS[key][1]))
+                             % (key, config[key], KEYS[key].example))
+    if config["log_file"] and not os.path.isdir(os.path.dirname(config["log_file"])):
+        raise UsageError("log_file %r cannot be opened: its directory %s does not exist; create it or change log_file"
+                         % (config["log_file"], os.path.dirname(config["log_file"])))
     if config["audit_log"] and not os.path.isdir(os.path.dirname(config["audit_log"])):
         raise UsageError("audit_log %r is in a directory that does not exist; create %s or change audit_log"
                          % (config["audit_log"], os.path.dirname(config["audit_log"])))
@@ -295,7 +326,8 @@ def validate(config: dict, args: argparse.Namespace) -> None:
 
 def missing_library_message(config: dict, command: str) -> Optional[str]:
     """What to install when a library this run needs cannot be imported, else None."""
-    need_docker = config["containers"] or (command == "cleanup" and config["docker_prune"])
+    need_docker = containers_wanted(config["containers"], config["docker_host"]) or \
+        (command == "cleanup" and config["docker_prune"])
     names = [name for name, _error in missing(psutil, docker, need_docker=need_docker)]
     if not names:
         return None
@@ -319,26 +351,65 @@ class _PrintableFormatter(logging.Formatter):
         return printable(super().format(record), keep_newlines=True)
 
 
-def open_log(path: Optional[str]) -> Optional[logging.Handler]:
-    """Log to ``path`` through a handler that reopens the file when logrotate moves it."""
-    if not path:
-        return None
-    try:
-        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8", errors="backslashreplace")
-    except OSError as exc:
-        raise UsageError("log_file %r cannot be opened (%s); create its directory or change log_file"
-                         % (path, exc.strerror or exc)) from exc
-    handler.setFormatter(_PrintableFormatter("%(asctime)s " + PROG + "[%(process)d] %(levelname)s %(message)s"))
-    LOGGER.addHandler(handler)
-    return handler
+class CannotStart(UsageError):
+    """Bad input that stops a run before it starts (exit 3).
+
+    ``reason`` (``config``, ``library``, ``log``) is recorded in the status metrics of ``monitor`` and ``cleanup``,
+    which cron runs; None (a bad command-line flag: the typist's mistake, said on their terminal) is not.
+    """
+
+    def __init__(self, message: str, reason: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Run:
-    """One command's context: arguments, config, output and logging."""
+    """One command's context: arguments, config, output, logging and metrics."""
 
     def __init__(self, args: argparse.Namespace, config: dict) -> None:
         self.args = args
         self.config = config
+        self.noted: set = set()
+        self.handler: Optional[logging.Handler] = None
+
+    def tolerates(self, exc: OSError) -> bool:
+        """Whether a log or metrics file this run may not write is only a note, not a failure.
+
+        So for ``check`` and ``monitor`` run by a user who is not root (a monitoring agent) with the deployed config,
+        whose log file and metrics directory are root's: they measure what they can read and say the rest.
+        """
+        return isinstance(exc, PermissionError) and os.geteuid() != 0 and self.args.command in ("check", "monitor")
+
+    def note(self, what: str, message: str) -> None:
+        """Say ``message`` on stderr, once per run for ``what``; no error: the exit code stays."""
+        if what not in self.noted:
+            self.noted.add(what)
+            sys.stderr.write("%s: note: %s\n" % (PROG, _one_line(message)))
+
+    def open_log(self) -> None:
+        """Log to ``log_file`` through a handler that reopens the file when logrotate moves it."""
+        path = self.config["log_file"]
+        if not path:
+            return
+        try:
+            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8", errors="backslashreplace")
+        except OSError as exc:
+            if self.tolerates(exc):
+                self.note("log", "not logged: log_file %s cannot be opened by uid %d (%s); only root's runs are "
+                          "logged" % (path, os.geteuid(), exc.strerror or exc))
+                return
+            raise CannotStart("log_file %r cannot be opened (%s); create its directory or change log_file"
+                              % (path, exc.strerror or exc), "log") from exc
+        handler.setFormatter(_PrintableFormatter("%(asctime)s " + PROG + "[%(process)d] %(levelname)s %(message)s"))
+        LOGGER.addHandler(handler)
+        self.handler = handler
+
+    def close_log(self) -> None:
+        """Stop logging to ``log_file``."""
+        if self.handler is not None:
+            LOGGER.removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
 
     def show(self, result: dict, lines: list) -> None:
         """Print the result: JSON with --json, else the lines; nothing with --quiet."""
@@ -357,18 +428,54 @@ class Run:
 
     def write_metrics(self, name: str, text: str) -> int:
         """Write a metrics file when metrics are on; 1 when it could not be written, else 0."""
+        return self._metrics(name, lambda directory: write_textfile(directory, name, text))
+
+    def record_start(self) -> int:
+        """``monitor`` and ``cleanup``: record in the status metrics that this run started; 1 when it could not."""
+        if self.args.command not in STATUS_COMMANDS:
+            return EXIT_OK
+        return self._metrics(STATUS_FILE, lambda directory: update_status(directory, self.args.command, None))
+
+    def _metrics(self, name: str, write) -> int:
         if not metrics_enabled(self.config, self.args):
             return EXIT_OK
+        directory = self.config["metrics_dir"]
         try:
-            write_textfile(self.config["metrics_dir"], name, text)
+            write(directory)
         except OSError as exc:
-            self.problem("cannot write %s in metrics_dir %s: %s" % (name, self.config["metrics_dir"], exc))
+            if self.tolerates(exc):
+                self.note("metrics", "metrics not written: metrics_dir %s is not writable by uid %d (%s); only "
+                          "root's runs write them (--no-metrics: do not try)" % (directory, os.geteuid(),
+                                                                                 exc.strerror or exc))
+                return EXIT_OK
+            self.problem("cannot write %s in metrics_dir %s: %s" % (name, directory, exc))
             return EXIT_PROBLEM
         return EXIT_OK
 
+    def measured_config(self) -> dict:
+        """The config to measure with: without containers when this user may not use Docker's local socket.
+
+        For ``check`` and ``monitor`` run by a user who is not root: Docker's socket is root's (and the docker
+        group's), and a container's files are reached through root-only ``/proc/<pid>/root``, so the containers
+        cannot be measured; ``containers: true`` (as the role deploys it on a Docker node) says so once on stderr,
+        ``auto`` is quietly the host only.  Root, or a user who may use the socket, measures them as configured.
+        """
+        config = self.config
+        if self.args.command not in ("check", "monitor") or os.geteuid() == 0 or \
+                not containers_wanted(config["containers"], config["docker_host"]):
+            return config
+        where = config["docker_host"] or os.environ.get("DOCKER_HOST") or "unix://" + DOCKER_SOCKET
+        socket_path = where[len("unix://"):] if where.startswith("unix://") else None
+        if not socket_path or not os.path.exists(socket_path) or os.access(socket_path, os.R_OK | os.W_OK):
+            return config  # another daemon, none (said as Docker unreachable), or one this user may use
+        if config["containers"] is True:
+            self.note("containers", "containers not measured: uid %d may not use the Docker socket %s; only root's "
+                      "runs measure them" % (os.geteuid(), socket_path))
+        return dict(config, containers=False)
+
     def measure(self, activity: bool = False) -> tuple:
         """``(usage report, 0 or 1)``: 1 when a target had an error or the metrics could not be written."""
-        report = collect_usage(usage_options(self.config, activity), psutil, docker)
+        report = collect_usage(usage_options(self.measured_config(), activity), psutil, docker)
         code = EXIT_OK
         if report["containers_error"]:
             self.problem(report["containers_error"])
@@ -385,73 +492,6 @@ def _table(header: tuple, rows: list) -> list:
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
     return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
             for row in [header] + rows]
-
-
-def _sessions(entry: dict) -> str:
-    live = sum(1 for session in entry["sessions"] if session["live"])
-    return "%d live, %d stale" % (live, len(entry["sessions"]) - live)
-
-
-def _activity(activity: Optional[dict]) -> str:
-    if not activity:
-        return "-"
-    if activity.get("busy") is None:
-        return "unknown (%s)" % activity.get("error")
-    return "busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "idle"
-
-
-def monitor_lines(report: dict) -> list:
-    """The ``monitor`` table of a usage report."""
-    lines = [report["summary"], ""]
-    lines += _table(("FILESYSTEM", "MOUNTPOINT", "SIZE", "USED", "FREE", "LEVEL"), [
-        (fs["path"], mountpoint_of(fs["path"]), format_bytes(fs["total_bytes"]), "%.1f%%" % fs["used_percent"],
-         format_bytes(fs["free_bytes"]), fs["level"]) for fs in report["filesystems"]])
-    lines.append("")
-    lines += _table(("CATEGORY", "BYTES", "FILES"), [
-        (name, format_bytes(report["categories"][name]["bytes"]), report["categories"][name]["files"])
-        for name in CATEGORIES])
-    lines.append("%s in %s; %s scanned (with the Ray temp roots and the uv cache)"
-                 % (format_bytes(report["tmp_bytes"]), report["tmp_dir"], format_bytes(report["scanned_bytes"])))
-    lines.append("Ray sessions: %s; node role %s" % (_sessions(report), report["node_role"]))
-    if report.get("activity") and report["activity"].get("why"):
-        lines.append("host %s: %s" % ("busy" if report["activity"]["busy"] else "idle", report["activity"]["why"]))
-    spill: dict = {}
-    for entry in report.get("spill_dirs") or []:
-        count, size = spill.get(entry["status"], (0, 0))
-        spill[entry["status"]] = (count + 1, size + entry["bytes"])
-    if spill:
-        lines.append("spill dirs outside the sessions: %s" % ", ".join(
-            "%d %s (%s)" % (count, status, format_bytes(size)) for status, (count, size) in sorted(spill.items())))
-    lines += ["cleanup could free: %s" % suggestion["message"] for suggestion in report["suggestions"]]
-    if report["error_count"]:
-        lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
-    lines += untrusted_messages(report)
-    lines += [rotation_line(name, entry) for name, entry in [("host", report)] + [
-        (entry["name"], entry) for entry in report["containers"]] if entry.get("log_rotation")]
-    lines += rotation_messages(report)
-    if report["containers"]:
-        rows = []
-        for entry in report["containers"]:
-            if entry["tmp_bytes"] is None:  # stopped, or could not be measured
-                rows.append((entry["name"], entry["status"], "-", "-", "-", "-", "-",
-                             "error: " + entry["error"] if entry["error"] else "-"))
-                continue
-            fs = entry["filesystem"]
-            rows.append((entry["name"], entry["status"], "%.1f%%" % fs["used_percent"], format_bytes(fs["free_bytes"]),
-                         entry["level"], format_bytes(entry["tmp_bytes"]), _sessions(entry),
-                         _activity(entry.get("activity"))))
-        lines.append("")
-        lines += _table(("CONTAINER", "STATUS", "USED", "FREE", "LEVEL", "TMP", "SESSIONS", "ACTIVITY"), rows)
-    return lines
-
-
-def rotation_line(name: str, entry: dict) -> str:
-    """How the Ray of a target rotates its logs, and what it leaves to logrotate."""
-    rotation = entry["log_rotation"]
-    return "%s: Ray %s rotates its logs at %s bytes, %s backup(s) (%s; in effect: %s); leaves to logrotate: %s" % (
-        name, entry.get("ray_version") or "(version unknown)", rotation["max_bytes"], rotation["backup_count"],
-        ", ".join(rotation["ray_rotates"]) or "nothing", {True: "yes", False: "no", None: "unknown"}[
-            rotation["in_effect"]], ", ".join(rotation["logrotate_globs"]))
 
 
 def cmd_monitor(run: Run) -> tuple:
@@ -486,56 +526,50 @@ def _limits_message(args: argparse.Namespace, warning: float, critical: float) -
             "for example --threshold 90 --critical 95" % (warning, critical))
 
 
+def check_verdict(report: dict, warning: float, critical: float) -> tuple:
+    """``(level, target, filesystem)``: the check's one verdict on a usage report, the worst level of its filesystems.
+
+    Every filesystem measured - the host's (its tmp dir, Ray temp roots, uv cache) and each measured container's
+    tmp dir - is levelled once with ``warning`` and ``critical``, and the report takes those levels (``level``,
+    each ``filesystems`` entry, each container's, ``summary``), so its text and JSON say what the exit code says.
+    The metrics, already written, keep the config's thresholds.
+    """
+    limits = {"info": warning, "warning": warning, "critical": critical}  # info is ok to check
+    measured = [("host", fs) for fs in report["filesystems"]]
+    measured += [(entry["name"], entry["filesystem"]) for entry in report["containers"]
+                 if entry["tmp_bytes"] is not None]  # not stopped, no error
+    for _target, fs in measured:
+        fs["level"] = level_for(fs["used_percent"], limits)
+    for entry in report["containers"]:
+        if entry["tmp_bytes"] is not None:
+            entry["level"] = entry["filesystem"]["level"]
+    report["level"] = max((fs["level"] for fs in report["filesystems"]), key=LEVELS.index, default="ok")
+    report["summary"] = summary_line(report)
+    target, fs = max(measured, key=lambda item: (LEVELS.index(item[1]["level"]), item[1]["used_percent"]))
+    return fs["level"], target, fs
+
+
 def cmd_check(run: Run) -> tuple:
-    """Exit 0/1/2 by the worst used % of the disks holding the tmp dir; ``(exit code, summary)``."""
+    """Exit 0/1/2 by the worst level of the disks measured; ``(exit code, summary)``."""
     warning, critical = check_limits(run)
     report, _code = run.measure()  # target errors are said; the exit code is the level
-    used = [("host", report["filesystem"])] + [(entry["name"], entry["filesystem"]) for entry in report["containers"]
-                                               if entry["tmp_bytes"] is not None]  # not stopped, no error
-    target, fs = max(used, key=lambda item: item[1]["used_percent"])
-    code = EXIT_CRITICAL if fs["used_percent"] >= critical else EXIT_PROBLEM if fs["used_percent"] >= warning \
-        else EXIT_OK
+    level, target, fs = check_verdict(report, warning, critical)
     line = "%s: %s %s %.1f%% used (%s free), warning at %g%%, critical at %g%%" % (
-        ("OK", "WARNING", "CRITICAL")[code], target, fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]),
-        warning, critical)
-    report["check"] = {"status": ("ok", "warning", "critical")[code], "target": target, "path": fs["path"],
-                       "used_percent": fs["used_percent"], "warning": warning, "critical": critical}
+        level.upper(), target, fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), warning, critical)
+    report["check"] = {"status": level, "target": target, "path": fs["path"], "used_percent": fs["used_percent"],
+                       "warning": warning, "critical": critical}
     run.show(report, [line, report["summary"]])
-    return code, line
+    return CHECK_LEVELS.index(level), line
 
 
-def target_line(target: dict, dry_run: bool) -> str:
-    """One line for a cleanup target: status, what went, why."""
-    line = "%s (%s): %s" % (target["name"], target["kind"], target["status"])
-    if target["status"] == "cleaned":
-        line += ", %s %s, %d removed, %d kept, %d errors" % (
-            "would free" if dry_run else "freed", format_bytes(target["freed_bytes"]), target["removed"],
-            target["kept_count"], target["error_count"])
-    if target["tmp_bytes_before"] is not None:
-        line += "; tmp %s -> %s" % (format_bytes(target["tmp_bytes_before"]), format_bytes(target["tmp_bytes_after"]))
-    if target["reason"]:
-        line += "; " + target["reason"]
-    return _one_line(line)
-
-
-def cleanup_lines(result: dict, dry_run: bool) -> list:
-    """What a cleanup did (or would do), per target, with the paths."""
-    lines = ["dry run: nothing was removed; this is what would go"] if dry_run else []
-    if result["status"] != "done":
-        return lines + ["cleanup %s: %s" % (result["status"], result["reason"])]
-    for target in result["targets"]:
-        lines.append(target_line(target, dry_run))
-        lines += ["  %s %s" % ("would remove" if dry_run else "removed", path) for path in target["removed_paths"]]
-        if target["removed"] > MAX_LISTED:
-            lines.append("  ... and %d more" % (target["removed"] - MAX_LISTED))
-        lines += ["  error %s: %s" % (error["path"], error["error"]) for error in target["errors"]]
-        untrusted = untrusted_message(target["name"], target["untrusted_processes"])
-        if untrusted:
-            lines.append("  " + untrusted)
-    if result["docker_prune"]:
-        lines.append("docker prune: %s reclaimed" % format_bytes(result["docker_prune"]["reclaimed_bytes"]))
-    lines.append("%s %s in total" % ("would free" if dry_run else "freed", format_bytes(result["freed_bytes"])))
-    return lines
+def cmd_check_config(args: argparse.Namespace, path: Optional[str]) -> int:
+    """The config is good (``prepare`` said so): say it; exit 0."""
+    if not args.quiet:
+        if args.json:
+            sys.stdout.write(json.dumps({"config": path, "valid": True}) + "\n")
+        else:
+            sys.stdout.write("config %s: ok\n" % _one_line(path or "(none: built-in defaults)"))
+    return EXIT_OK
 
 
 def _cleanup_failed(run: Run, exc: Exception, duration: float) -> tuple:
@@ -585,18 +619,63 @@ def cmd_cleanup(run: Run) -> tuple:
 COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup}
 
 
-def prepare(args: argparse.Namespace) -> dict:
-    """The config of this run, checked: values, then libraries; ``UsageError`` says what to fix."""
+def _where(path: Optional[str]) -> str:
+    return "config %s" % path if path else "built-in defaults (no config file)"
+
+
+def prepare(args: argparse.Namespace) -> tuple:
+    """``(config path, config)`` of this run, checked: the file, then the flags, then libraries.
+
+    ``CannotStart`` says what to fix: a bad value names the file and key (``config FILE: key ...``), a bad flag
+    names the flag (``--min-tmp-size "lots" ...``).
+    """
     path = _config_path(args.config)
-    config = apply_flags(load_config(path), args)
+    try:
+        config = load_config(path)
+    except UsageError as exc:
+        raise CannotStart(str(exc), "config") from exc
     try:
         validate(config, args)
     except UsageError as exc:
-        raise UsageError("%s (config: %s)" % (exc, path or "built-in defaults")) from exc
-    needed = missing_library_message(config, args.command)
-    if needed:
-        raise UsageError(needed)
-    return config
+        raise CannotStart("%s: %s" % (_where(path), exc), "config") from exc
+    try:
+        config = check_flags(config, args)
+    except UsageError as exc:
+        raise CannotStart(str(exc)) from exc
+    if args.command != "check-config":  # it needs neither psutil nor Docker
+        needed = missing_library_message(config, args.command)
+        if needed:
+            raise CannotStart(needed, "library")
+    return path, config
+
+
+def _metrics_dir_in(path: Optional[str]) -> Optional[str]:
+    """``metrics_dir`` of a config file that may be bad otherwise, if it can be read and is an absolute path."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError):
+        return None
+    value = data.get("metrics_dir") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and os.path.isabs(value) else None
+
+
+def record_start_failure(args: argparse.Namespace, reason: str) -> None:
+    """``monitor`` or ``cleanup`` could not start: say so in the status metrics, in --metrics-dir or metrics_dir."""
+    if args.command not in STATUS_COMMANDS or args.no_metrics or getattr(args, "dry_run", False):
+        return
+    directory = args.metrics_dir or _metrics_dir_in(_config_path(args.config))
+    if not directory or not os.path.isabs(directory):
+        return
+    try:
+        update_status(directory, args.command, reason)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # no such directory: no node_exporter to tell (the message said what is wrong)
+    except OSError as exc:
+        where = _one_line(os.path.join(directory, STATUS_FILE))
+        sys.stderr.write("%s: and cannot record it in %s: %s\n" % (PROG, where, exc))
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -606,18 +685,24 @@ def main(argv: Optional[list] = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad option (3)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     started = time.monotonic()
-    handler = None
+    run = None
     try:
-        config = prepare(args)
-        handler = open_log(config["log_file"])
-        code, summary = COMMANDS[args.command](Run(args, config))
+        path, config = prepare(args)
+        if args.command == "check-config":
+            return cmd_check_config(args, path)
+        run = Run(args, config)
+        run.open_log()
+        recorded = run.record_start()
+        code, summary = COMMANDS[args.command](run)
+        code = max(code, recorded)
         LOGGER.info("%s exit %d in %.1fs: %s", args.command, code, time.monotonic() - started, _one_line(summary))
         return code
     except UsageError as exc:
         sys.stderr.write("%s: %s\n" % (PROG, _one_line(str(exc))))
         LOGGER.error("%s exit %d: %s", args.command, EXIT_USAGE, _one_line(str(exc)))
+        if getattr(exc, "reason", None):
+            record_start_failure(args, exc.reason)
         return EXIT_USAGE
     finally:
-        if handler is not None:
-            LOGGER.removeHandler(handler)
-            handler.close()
+        if run is not None:
+            run.close_log()

@@ -15,7 +15,7 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._fs import process_start_time
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, mount_namespace
@@ -102,3 +102,36 @@ def ray_worker_containers(options, docker) -> list:
     except Exception as exc:
         raise DockerUnavailable("cannot list containers: %s" % exc) from exc
     return sorted(containers, key=lambda c: c.name)
+
+
+def prune_docker(docker, docker_host: Optional[str], check_mode: bool) -> dict:
+    """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode.
+
+    A failure (the daemon gone, an API error) is reported in ``error``: the cleanup before it stands.
+    """
+    try:
+        return _prune(docker_client(docker, docker_host), check_mode)
+    except Exception as exc:  # DockerUnavailable, or the SDK's APIError and requests' errors alike
+        return {"changed": False, "reclaimed_bytes": 0, "containers": 0, "images": 0, "build_cache": 0,
+                "error": "docker prune failed: %s" % exc}
+
+
+def _prune(client, check_mode: bool) -> dict:
+    if check_mode:
+        usage = client.df()
+        stopped = [c for c in usage.get("Containers") or [] if c.get("State") != "running"]
+        dangling = [i for i in usage.get("Images") or [] if not i.get("RepoTags") or
+                    i.get("RepoTags") == ["<none>:<none>"]]
+        cache = [b for b in usage.get("BuildCache") or [] if not b.get("InUse")]
+        reclaim = (sum(c.get("SizeRw") or 0 for c in stopped) + sum(i.get("Size") or 0 for i in dangling)
+                   + sum(b.get("Size") or 0 for b in cache))
+        return {"changed": bool(stopped or dangling or cache), "reclaimed_bytes": reclaim,
+                "containers": len(stopped), "images": len(dangling), "build_cache": len(cache), "error": None}
+    containers = client.containers.prune()
+    images = client.images.prune(filters={"dangling": True})
+    builds = client.api.prune_builds()
+    reclaim = sum((r or {}).get("SpaceReclaimed") or 0 for r in (containers, images, builds))
+    counts = {"containers": len(containers.get("ContainersDeleted") or []),
+              "images": len(images.get("ImagesDeleted") or []),
+              "build_cache": len(builds.get("CachesDeleted") or [])}
+    return dict(counts, changed=bool(reclaim or any(counts.values())), reclaimed_bytes=reclaim, error=None)

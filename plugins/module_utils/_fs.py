@@ -326,3 +326,11 @@ def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
         "free_bytes": free,
         "used_percent": round(100.0 * used / usable, 1) if usable else 0.0,
     }
+
+
+def mountpoint_of(path: str) -> str:
+    """The mount point holding ``path``, walking up until ``os.path.ismount``."""
+    path = os.path.abspath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path

@@ -7,7 +7,10 @@
 ``usage_text(report)`` renders a usage report (from ``_usage.collect_usage``),
 ``cleanup_text(result, ...)`` a cleanup result (from ``_cleanup.Cleanup.run``),
 in the text exposition format; ``write_textfile`` puts a file in
-node_exporter's textfile directory atomically.
+node_exporter's textfile directory atomically.  ``update_status`` records
+that a cron command could not start, and why (``rayops_ray_maintenance.prom``,
+there only while one cannot), so a node whose config or libraries are broken
+is not silent.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -15,17 +18,28 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of
 from ansible_collections.rayops.disk.plugins.module_utils._locks import LockError, flock_within, open_lock_file
-from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, LEVELS
+from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
 
 USAGE_FILE = "rayops_ray_usage.prom"
 CLEANUP_FILE = "rayops_ray_cleanup.prom"
+STATUS_FILE = "rayops_ray_maintenance.prom"
 LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
+STATUS_COMMANDS = ("monitor", "cleanup")
+"""The commands whose start is recorded in ``STATUS_FILE``: those cron runs (``check`` is a probe others run)."""
+START_ERRORS = ("config", "library", "log")
+"""Why a run could not start, as the ``reason`` label says it: a fixed set, never text from the run."""
+_STATUS_LINE = re.compile(r'^rayops_ray_maintenance_(start_error|start_error_timestamp_seconds)'
+                          r'\{command="(\w+)"(?:,reason="(\w+)")?\} (\S+)$')
 
 
 @dataclass
@@ -65,14 +79,6 @@ def render(families: list) -> str:
             pairs = ",".join('%s="%s"' % (key, escape_label(str(val))) for key, val in labels.items())
             lines.append("%s%s %s" % (family.name, "{%s}" % pairs if pairs else "", _number(value)))
     return "\n".join(lines) + "\n"
-
-
-def mountpoint_of(path: str) -> str:
-    """The mount point holding ``path``, walking up until ``os.path.ismount``."""
-    path = os.path.abspath(path)
-    while not os.path.ismount(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def _usage_targets(report: dict) -> Iterator[tuple]:
@@ -165,7 +171,84 @@ def cleanup_text(result: Optional[dict], duration: float, finished: Optional[flo
     return render(cleanup_families(result, duration, time.time() if finished is None else finished))
 
 
-def write_textfile(directory: str, name: str, text: str, lock_timeout: float = 30.0) -> str:
+def status_families(entries: dict) -> list:
+    """The families of ``rayops_ray_maintenance.prom``: ``entries`` maps a command to ``(start error, time)``."""
+    fams = {name: Family("rayops_ray_maintenance_" + name, text) for name, text in (
+        ("start_error", "The last run of the command could not start, and why: reason config, library or log "
+         "(always 1; gone once a run starts)."),
+        ("start_error_timestamp_seconds", "When the command last could not start (Unix time)."),
+    )}
+    for command in sorted(entries):
+        error, when = entries[command]
+        fams["start_error"].add(1, command=command, reason=error)
+        fams["start_error_timestamp_seconds"].add(when, command=command)
+    return list(fams.values())
+
+
+def parse_status(text: str) -> dict:
+    """The entries of a ``rayops_ray_maintenance.prom`` text, as ``status_families`` takes them.
+
+    Only what this module writes is read back: known commands and reasons, numeric values; the rest is dropped.
+    """
+    errors, times = {}, {}
+    for line in text.splitlines():
+        match = _STATUS_LINE.match(line)
+        if not match or match.group(2) not in STATUS_COMMANDS:
+            continue
+        name, command, reason, value = match.groups()
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if name == "start_error" and reason in START_ERRORS:
+            errors[command] = reason
+        elif name == "start_error_timestamp_seconds" and reason is None:
+            times[command] = number
+    return {command: (error, times.get(command, 0.0)) for command, error in errors.items()}
+
+
+def update_status(directory: str, command: str, error: Optional[str], now: Optional[float] = None,
+                  lock_timeout: float = 30.0) -> Optional[str]:
+    """Record in ``rayops_ray_maintenance.prom`` that ``command`` could not start and why, or (``error`` None)
+    that it started: its entry goes, and the file with the last one.
+
+    The other commands' entries are kept: the file is read and rewritten under the metrics lock.  A run that
+    starts where there is no such file (every run of a healthy node) only looks for it.
+    """
+    if command not in STATUS_COMMANDS or (error is not None and error not in START_ERRORS):
+        raise ValueError("no status for command %r, error %r" % (command, error))
+    if error is None and not os.path.lexists(os.path.join(directory, STATUS_FILE)):
+        return None
+
+    def update(old: str) -> Optional[str]:
+        entries = parse_status(old)
+        entries.pop(command, None)
+        if error is not None:
+            entries[command] = (error, time.time() if now is None else now)
+        return render(status_families(entries)) if entries else None
+
+    return write_textfile(directory, STATUS_FILE, update, lock_timeout)
+
+
+_MAX_READ = 1 << 16
+"""How much of a metrics file ``write_textfile`` reads back to update it: far more than it ever writes."""
+
+
+def _read_within(dir_fd: int, name: str) -> str:
+    """The text of ``name`` in the directory (not through a symlink), "" when there is none."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:  # none yet (or a symlink, or unreadable: written afresh)
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, _MAX_READ).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def write_textfile(directory: str, name: str, text, lock_timeout: float = 30.0) -> str:
     """Write ``directory/name`` atomically, mode 0644; return its path.
 
     The text goes to ``.<name>.tmp`` (ignored by node_exporter), is flushed to
@@ -175,6 +258,8 @@ def write_textfile(directory: str, name: str, text: str, lock_timeout: float = 3
     which any user may open and lock), so two runs (cron's cleanup and monitor)
     never share the temporary file.  ``LockError`` (an ``OSError``) when the
     lock is still held after ``lock_timeout`` seconds or the lock file is not ours.
+    ``text`` may be a function of the file's current text (read under the lock), for an update; when it
+    returns None the file is removed.
     """
     temp = ".%s.tmp" % name
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -185,6 +270,15 @@ def write_textfile(directory: str, name: str, text: str, lock_timeout: float = 3
             lock = os.path.join(directory, LOCK_FILE)
             raise LockError("the metrics lock %s is still held by another process after %gs (fuser -v %s "
                             "names it)" % (lock, lock_timeout, lock))
+        if callable(text):
+            text = text(_read_within(dir_fd, name))
+            if text is None:
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                os.fsync(dir_fd)
+                return os.path.join(directory, name)
         try:  # left by a run that was killed (or planted: never written through)
             os.unlink(temp, dir_fd=dir_fd)
         except FileNotFoundError:

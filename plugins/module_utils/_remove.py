@@ -47,12 +47,12 @@ from typing import Callable, Iterable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error, display_path
 from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
+    DirStack,
+    Frame,
     MOUNT_POINT,
     NOT_A_DIRECTORY,
     REPLACED,
     VANISHED,
-    DirStack,
-    Frame,
     open_listed_dir,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._fs import (
@@ -63,6 +63,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._fs import (
     mounts_below,
     open_dir,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._options import AGE_FIELDS
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import held_links
 
 MAX_LISTED = 100
@@ -73,8 +74,6 @@ MAX_SHOWN_DEPTH = 64
 
 Where = Callable[[], list]
 """Names from the removal root down to an entry, spelt out only when needed."""
-
-AGE_FIELDS = ("mtime", "atime", "ctime")
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ class Remover:
         self.mountinfo = mountinfo
         self.check_mounts = mounts_below(mountinfo, self.inner_base)
         self.on_remove: Optional[Callable[[str, Optional[str], int, int], None]] = None
-        """Called once per entry of the root that lost anything (not in a dry run), with its path, its
+        """Called once per entry of the root that lost anything (in a dry run: would lose), with its path, its
         host path, the bytes freed and the entries removed in it (the entry itself included)."""
 
     def _where(self, names: list) -> Callable[[], str]:
@@ -352,7 +351,7 @@ class Remover:
             return self._leaf(root_fd, name, lambda: [name], st)
         finally:
             os.close(root_fd)
-            if self.on_remove is not None and not self.dry_run and self.outcome.removed > removed:
+            if self.on_remove is not None and self.outcome.removed > removed:
                 host = None if self.host_root is None else display_path(self.host_root.rstrip("/") + "/" + name)
                 self.on_remove(self._where([name])(), host, self.outcome.freed_bytes - freed,
                                self.outcome.removed - removed)

@@ -2,47 +2,31 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""How full a Ray node's disk is and what fills it: the core of ``ray_tmp_usage``.
+"""How full one target's disk is and what fills it: the measuring of ``ray_tmp_usage`` and of every cleanup.
 
-``collect_usage(options, psutil, docker)`` measures the host and, when asked,
-every Ray worker container, and returns a plain dict.  Every byte scanned
-counts in exactly one category; ``sessions`` gives per-session totals.
+``TargetReport(target, options, psutil).measure()`` scans a target (the host, or a container through its root)
+and returns a plain dict.  Every byte scanned counts in exactly one category; ``sessions`` gives per-session
+totals; ``spill_dirs`` the spill dirs outside the sessions.  ``_node`` runs it over the host and its containers.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import os
-import pwd
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import Any, Hashable, Optional
+from typing import Hashable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._activity import (
-    ContainerSample,
-    HostSample,
-    TitleRules,
-    sample_all,
-)
-from ansible_collections.rayops.disk.plugins.module_utils._containers import (
-    DockerUnavailable,
-    NotRunning,
-    container_env,
-    container_target,
-    ray_worker_containers,
-)
-from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
-from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystem_of, is_filesystem_root
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystem_of
+from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS, UsageOptions, level_for
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     Target,
     discover,
     latest_session,
     mark_live_sessions,
-    mount_namespace,
     session_of,
     session_started,
 )
@@ -57,119 +41,14 @@ from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
 )
 from ansible_collections.rayops.disk.plugins.module_utils._ray_version import describe_version, rotation_report
 from ansible_collections.rayops.disk.plugins.module_utils._scan import Notes, Root, Tally, scan
-from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes, parse_size
+from ansible_collections.rayops.disk.plugins.module_utils._units import parse_size
 
-DEFAULT_PATTERNS = ("ray_tmp_*", "pip-*", "tmp*")
-LEVELS = ("ok", "info", "warning", "critical")
 CATEGORIES = ("live_session", "stale_sessions", "spilled_objects", "logs", "logs_old",
               "runtime_resources", "tmp_patterns", "uv_cache", "pymp_dirs", "other")
 SPILL_PREFIX = "ray_spilled_objects"
 PYMP_PREFIX = "pymp-"
 """Python's multiprocessing temp dirs (``util.get_temp_dir``), reported but not in the default patterns: a live
 process keeps its dir's name for its life and cannot make it again once removed."""
-
-
-@dataclass
-class UsageOptions:
-    """Inputs of a usage report, validated by ``validate()``."""
-
-    tmp_dir: str = "/tmp"
-    ray_temp_dir: Optional[str] = None
-    spill_dirs: tuple = ()
-    patterns: tuple = DEFAULT_PATTERNS
-    thresholds: dict = field(default_factory=lambda: {"info": 80.0, "warning": 90.0, "critical": 95.0})
-    stale_after_hours: float = 24.0
-    uv_cache_dir: Optional[str] = None
-    containers: bool = False
-    container_name_filter: str = "ray-worker"
-    container_tmp_dir: str = "/tmp"
-    docker_host: Optional[str] = None
-    scan_workers: Optional[int] = None
-    activity: bool = False
-    cpu_idle_percent: float = 5.0
-    sample_seconds: float = 1.0
-    ray_users: tuple = ()
-    busy_titles: tuple = ()
-    idle_titles: tuple = ()
-    rotation_max_bytes: Any = None
-    rotation_backup_count: Optional[int] = None
-
-    @property
-    def ray_uids(self) -> frozenset:
-        """The uids of ``ray_users``: whose Ray processes are trusted, besides root's."""
-        return uids_of_users(self.ray_users)
-
-    def for_container(self) -> "UsageOptions":
-        """The options a container is measured with: its own temp dir, ``container_tmp_dir``, as ``tmp_dir``.
-
-        Ray's temp root is found inside the container (``ray_temp_dir``, ``spill_dirs`` and the uv cache are the
-        host's).
-        """
-        return dataclasses.replace(self, tmp_dir=self.container_tmp_dir, ray_temp_dir=None, uv_cache_dir=None,
-                                   containers=False, spill_dirs=())
-
-    def validate(self) -> None:
-        """Raise ``UsageError`` naming the first bad value and how to fix it."""
-        check_root_dir("tmp_dir", self.tmp_dir)
-        check_container_dir("container_tmp_dir", self.container_tmp_dir)
-        uids_of_users(self.ray_users)
-        if self.ray_temp_dir is not None:
-            if not os.path.isabs(self.ray_temp_dir):
-                raise UsageError("ray_temp_dir %r is not an absolute path; give the full path of Ray's temp root, "
-                                 "for example /tmp/ray" % self.ray_temp_dir)
-            if is_filesystem_root(self.ray_temp_dir):
-                raise UsageError("ray_temp_dir %r would measure the whole filesystem; give Ray's temp root, "
-                                 "for example /tmp/ray" % self.ray_temp_dir)
-        check_spill_dirs(self.spill_dirs)
-        if self.uv_cache_dir is not None and not os.path.isabs(self.uv_cache_dir):
-            raise UsageError("uv_cache_dir %r is not an absolute path; give the full path, "
-                             "for example /root/.cache/uv" % self.uv_cache_dir)
-        check_patterns(self.patterns)
-        check_thresholds(self.thresholds)
-        if self.stale_after_hours < 0:
-            raise UsageError("stale_after_hours %r is negative; use 0 or more hours" % self.stale_after_hours)
-        if self.scan_workers is not None and self.scan_workers < 1:
-            raise UsageError("scan_workers %r must be 1 or more (1 scans in this process only)" % self.scan_workers)
-        if self.cpu_idle_percent < 0:
-            raise UsageError("cpu_idle_percent %r is negative; give the percent of one core below which a "
-                             "worker is idle, for example 5" % self.cpu_idle_percent)
-        check_title_globs("busy_titles", self.busy_titles)
-        check_title_globs("idle_titles", self.idle_titles)
-        if not 0 < self.sample_seconds <= 300:
-            raise UsageError("sample_seconds %r must be more than 0 and at most 300; for example 1"
-                             % self.sample_seconds)
-        if self.rotation_max_bytes is not None:
-            parse_size(self.rotation_max_bytes, "rotation_max_bytes")
-        count = self.rotation_backup_count
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            raise UsageError("rotation_backup_count %r must be a whole number of 1 or more, as ray_log_config writes "
-                             "RAY_ROTATION_BACKUP_COUNT; for example 2" % (count,))
-
-
-def check_root_dir(option: str, path: str) -> None:
-    """A directory to work in must be absolute, exist, be a real directory and not be ``/``."""
-    if not path or not os.path.isabs(path):
-        raise UsageError("%s %r is not an absolute path; give the full path, for example /tmp" % (option, path))
-    if is_filesystem_root(path):
-        raise UsageError("%s %r is the root of the filesystem; give the temp directory, for example /tmp"
-                         % (option, path))
-    if os.path.islink(path):
-        raise UsageError("%s %r is a symlink to %r; give the real directory instead"
-                         % (option, path, os.path.realpath(path)))
-    if not os.path.lexists(path):
-        raise UsageError("%s %r does not exist; create it or give the temp directory Ray uses" % (option, path))
-    if not os.path.isdir(path):
-        raise UsageError("%s %r is not a directory; give a directory such as /tmp" % (option, path))
-
-
-def check_container_dir(option: str, path: str) -> None:
-    """A directory inside the containers must be absolute and not ``/``; each container is asked whether it has it."""
-    if not path or not os.path.isabs(path):
-        raise UsageError("%s %r is not an absolute path; give the full path as the containers see it, for example /tmp"
-                         % (option, path))
-    if is_filesystem_root(path):
-        raise UsageError("%s %r is the root of the containers' filesystem; give their temp directory, for example "
-                         "/tmp" % (option, path))
 
 
 def check_target_dir(target: Target, option: str, path: str) -> None:
@@ -186,83 +65,6 @@ def check_target_dir(target: Target, option: str, path: str) -> None:
         raise UsageError("%s %s is not a directory; give a directory such as /tmp" % (option, where)) from exc
     except OSError as exc:
         raise UsageError("%s %s cannot be opened: %s" % (option, where, exc.strerror or exc)) from exc
-
-
-def uids_of_users(users: Any) -> frozenset:
-    """The uids of ``ray_users`` (names, or numeric uids as strings): whose Ray processes are trusted, with root."""
-    uids = set()
-    for user in users:
-        text = str(user).strip()
-        if text.isdigit():
-            uids.add(int(text))
-            continue
-        try:
-            uids.add(pwd.getpwnam(text).pw_uid)
-        except KeyError:
-            raise UsageError("ray_users %r: %r is not a user on this node; give the user that runs Ray "
-                             "(a name from /etc/passwd, or a numeric uid such as 1000 for Ray in containers)"
-                             % (list(users), user)) from None
-    return frozenset(uids)
-
-
-def check_patterns(patterns: Any) -> None:
-    """Patterns are non-empty file name globs: no ``/``, no ``..``, not match-everything."""
-    if not patterns:
-        raise UsageError("patterns is empty; give file name globs such as ray_tmp_*, pip-*, tmp*")
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern.strip():
-            raise UsageError("pattern %r is empty; give a file name glob such as ray_tmp_*" % (pattern,))
-        if "/" in pattern or ".." in pattern:
-            raise UsageError("pattern %r is not a plain file name glob; remove '/' and '..' "
-                             "(patterns match names directly inside tmp_dir and container_tmp_dir)" % pattern)
-        if fnmatch.fnmatchcase("any-name.x", pattern) and fnmatch.fnmatchcase(".hidden", pattern):
-            raise UsageError("pattern %r matches every name; use a prefix such as ray_tmp_*" % pattern)
-
-
-def check_title_globs(option: str, globs: Any) -> None:
-    """Process title globs are non-empty strings, and none of them matches every title."""
-    for glob in globs:
-        if not isinstance(glob, str) or not glob.strip():
-            raise UsageError("%s %r has an empty glob; give process title globs such as 'ray::ServeReplica*'"
-                             % (option, list(globs)))
-        if fnmatch.fnmatchcase("ray::IDLE", glob) and fnmatch.fnmatchcase("ray::any_task", glob):
-            raise UsageError("%s glob %r matches every Ray worker, idle or not; name the titles, for example "
-                             "'ray::ServeReplica*'" % (option, glob))
-
-
-def check_spill_dirs(paths: Any) -> None:
-    """Spill directories are absolute paths, never ``/`` (what Ray's ``object_spilling_config`` names)."""
-    for path in paths:
-        if not isinstance(path, str) or not os.path.isabs(path):
-            raise UsageError("spill_dirs %r: %r is not an absolute path; give the directories Ray spills objects to "
-                             "(directory_path of object_spilling_config, or --object-spilling-directory), for "
-                             "example /mnt/spill" % (list(paths), path))
-        if is_filesystem_root(path):
-            raise UsageError("spill_dirs %r: %r is the root of the filesystem; give the directory Ray spills objects "
-                             "to, for example /mnt/spill" % (list(paths), path))
-
-
-def check_thresholds(thresholds: dict) -> None:
-    """Percentages in 0-100 that strictly increase from info to warning to critical."""
-    values = []
-    for level in LEVELS[1:]:
-        value = thresholds.get(level)
-        if value is None:
-            raise UsageError("thresholds.%s is missing; give a percentage, for example %s: 90" % (level, level))
-        if not 0 <= value <= 100:
-            raise UsageError("thresholds.%s %r is outside 0-100; give a percentage of the disk" % (level, value))
-        values.append(value)
-    if not values[0] < values[1] < values[2]:
-        raise UsageError("thresholds info %r, warning %r, critical %r must increase; for example 80, 90, 95"
-                         % tuple(values))
-
-
-def level_for(used_percent: float, thresholds: dict) -> str:
-    """``ok``, ``info``, ``warning`` or ``critical`` for a used percentage."""
-    for level in reversed(LEVELS[1:]):
-        if used_percent >= thresholds[level]:
-            return level
-    return "ok"
 
 
 class RayTmpLayout:
@@ -567,7 +369,6 @@ class TargetReport:
             "not_measured": notes.skipped,  # not "skipped": Ansible reads that key as a skipped task
             "not_measured_count": notes.skipped_count,
         }
-        report["suggestions"] = suggestions(report, opts)
         return report
 
     def _filesystems(self, paths: list) -> list:
@@ -639,177 +440,21 @@ class TargetReport:
         return categories
 
 
-def suggestions(report: dict, options: UsageOptions) -> list:
-    """What cleanup would free, biggest first; each with bytes and a message."""
-    found = []
-    stale = [s for s in report["sessions"] if not s["live"] and s["age_hours"] >= options.stale_after_hours]
-    spill_dirs = report.get("spill_dirs") or []
-    if stale:  # their spill dirs elsewhere are remove_stale_spill's
-        paths = {s["path"] for s in stale}
-        freed = sum(s["bytes"] for s in stale) - sum(d["bytes"] for d in spill_dirs if d["session_path"] in paths)
-        found.append({
-            "action": "remove_stale_sessions", "bytes": freed, "paths": [s["path"] for s in stale],
-            "message": "%d stale Ray session(s) untouched for %g h or more hold %s; ray_worker_cleanup "
-                       "(clean_stale_sessions) would free them"
-                       % (len(stale), options.stale_after_hours, format_bytes(freed))})
-    live_old = [s for s in report["sessions"] if s["live"] and s["logs_old_files"]]
-    if live_old:
-        freed = sum(s["logs_old_bytes"] for s in live_old)
-        found.append({
-            "action": "clean_old_logs", "bytes": freed, "paths": [s["path"] + "/logs/old" for s in live_old],
-            "message": "logs/old of the live session holds %s of dead processes' logs that Ray never removes; "
-                       "ray_worker_cleanup (clean_old_logs) would free the old ones" % format_bytes(freed)})
-    patterns = report["categories"]["tmp_patterns"]
-    if patterns["bytes"]:
-        found.append({
-            "action": "clean_tmp_patterns", "bytes": patterns["bytes"],
-            "paths": [os.path.join(report["tmp_dir"], p) for p, f in patterns["by_pattern"].items() if f["files"]],
-            "message": "%s in %s matching %s; ray_worker_cleanup removes them on idle workers"
-                       % (format_bytes(patterns["bytes"]), report["tmp_dir"], ", ".join(options.patterns))})
-    stale_spill = [d for d in spill_dirs if d["status"] == "stale" and d["age_hours"] >= options.stale_after_hours]
-    if stale_spill:
-        freed = sum(d["bytes"] for d in stale_spill)
-        found.append({
-            "action": "remove_stale_spill", "bytes": freed, "paths": [d["path"] for d in stale_spill],
-            "message": "%d spill dir(s) of Ray nodes that no longer run here, untouched for %g h or more, hold %s; "
-                       "ray_worker_cleanup (clean_stale_spill) would free them"
-                       % (len(stale_spill), options.stale_after_hours, format_bytes(freed))})
-    orphan_spill = report["categories"]["spilled_objects"]["bytes"] - sum(s["spilled_bytes"] for s in report["sessions"])
-    orphan_spill -= sum(d["bytes"] for d in spill_dirs if d["session_path"] is None)  # node dirs: reported above
-    if orphan_spill > 0:
-        found.append({
-            "action": "remove_orphaned_spill", "bytes": orphan_spill, "paths": [],
-            "message": "%s of spilled objects outside any session (left by crashed workers)"
-                       % format_bytes(orphan_spill)})
-    uv = report["categories"]["uv_cache"]
-    if uv["bytes"]:
-        found.append({
-            "action": "prune_uv_cache", "bytes": uv["bytes"], "paths": [options.uv_cache_dir],
-            "message": "the uv cache holds %s; 'uv cache prune' frees what no environment uses"
-                       % format_bytes(uv["bytes"])})
-    return sorted(found, key=lambda item: -item["bytes"])
-
-
 def default_uv_cache_dir() -> str:
     """``$UV_CACHE_DIR``, else ``~/.cache/uv`` of the user running this."""
     return os.environ.get("UV_CACHE_DIR") or os.path.expanduser("~/.cache/uv")
 
 
-def host_target() -> Target:
-    """This host, seen from this process."""
-    return Target(name="host", prefix="/", mnt_ns=mount_namespace("self"))
-
-
-def measure_container(container, options, psutil, activity=None) -> dict:
-    """A container's entry: identity and status, and for a running one its report (not its own containers)."""
-    inner = options.for_container()  # the container's own tmp dir (container_tmp_dir), its own Ray temp root
-    entry = {"name": container.name, "id": container.short_id, "status": container.status,
-             "tmp_dir": inner.tmp_dir, "tmp_bytes": None, "error": None}
-    if activity is not None:
-        entry["activity"] = activity
-    try:
-        target = container_target(container)
-        report = TargetReport(target, inner, psutil, environ=container_env(container.attrs)).measure()
-    except NotRunning:
-        pass  # a stopped container's /tmp cannot be reached; its status says why
-    except (LookupError, UsageError, OSError) as exc:
-        entry["error"] = str(exc)
-    else:
-        for key in ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
-                    "suggestions", "errors", "error_count", "not_measured_count", "ray_version", "log_rotation",
-                    "spill_dirs"):
-            entry[key] = report[key]
-    return entry
-
-
-def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
-    """The full report: host figures, and Ray worker containers when ``options.containers``.
-
-    ``docker`` is the Docker SDK module (needed only for containers).  An
-    unreachable daemon leaves the host report intact, adds an entry to
-    ``errors`` and sets ``containers_error``.  With ``options.activity`` the
-    host and every container are first sampled side by side over one window.
-    """
-    options.validate()
-    if options.uv_cache_dir is None:
-        options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
-    host = host_target()
-    containers, containers_error = [], None
-    if options.containers:
-        try:
-            containers = ray_worker_containers(options, docker)
-        except DockerUnavailable as exc:
-            containers_error = str(exc)
-    activity = sample_activity(host, containers, options, psutil) if options.activity else {}
-    report = TargetReport(host, options, psutil).measure()
-    report["activity"] = activity.get(None)
-    report["containers"] = [measure_container(c, options, psutil, activity.get(c.name)) for c in containers]
-    report["containers_error"] = containers_error
-    if containers_error:
-        report["errors"].append({"path": options.docker_host or "docker", "error": containers_error})
-        report["error_count"] += 1
-    report["summary"] = summary_line(report)
-    return report
-
-
-def sample_activity(host: Optional[Target], containers: list, options: UsageOptions, psutil) -> dict:
-    """Busy or idle, per container name and for the host (key None, unless ``host`` is None), side by side."""
-    rules = TitleRules(tuple(options.busy_titles), tuple(options.idle_titles))
-    samples = {None: HostSample(psutil, host, rules, options.ray_uids | {0})} if host is not None else {}
-    found: dict = {}
-    for container in containers:
-        try:
-            samples[container.name] = ContainerSample(psutil, container_target(container), rules)
-        except LookupError as exc:
-            found[container.name] = {"busy": None, "error": str(exc)}
-    found.update(sample_all(samples, options.sample_seconds, options.cpu_idle_percent))
-    return found
-
-
-def untrusted_message(target: str, untrusted: list) -> Optional[str]:
-    """What to tell an operator when processes claim to be Ray's and were ignored, or None."""
-    if not untrusted:
-        return None
-    shown = "; ".join("pid %d %s: %s" % (p["pid"], p["kind"], p["reason"]) for p in untrusted[:5])
-    more = " (and %d more)" % (len(untrusted) - 5) if len(untrusted) > 5 else ""
-    return printable("%s: %d process(es) say they are Ray's but are not trusted, so the temp roots they name are not "
-                     "measured or cleaned: %s%s. If Ray runs as that user, add it to ray_users"
-                     % (target, len(untrusted), shown, more))
-
-
-def untrusted_messages(report: dict) -> list:
-    """``untrusted_message`` for the host and each container of a usage report, where there is one."""
-    found = [untrusted_message("host", report["untrusted_processes"])]
-    found += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
-    return [message for message in found if message]
-
-
-def rotation_messages(report: dict) -> list:
-    """The ``log_rotation`` messages of the host and each container whose Ray's rotation is not in effect."""
+def beyond_cleanup(report: dict, options: UsageOptions) -> list:
+    """What fills the disk that cleanup does not take (``by_cleanup: false``): orphaned spill, the uv cache."""
     found = []
-    for entry in [report] + list(report["containers"]):
-        rotation = entry.get("log_rotation")
-        if rotation and rotation["in_effect"] is False and rotation["message"]:
-            found.append(printable(rotation["message"]))
+    spill_dirs = report.get("spill_dirs") or []
+    orphan_spill = report["categories"]["spilled_objects"]["bytes"] - sum(s["spilled_bytes"] for s in report["sessions"])
+    orphan_spill -= sum(d["bytes"] for d in spill_dirs if d["session_path"] is None)  # node dirs: their own status
+    if orphan_spill > 0:
+        found.append({"action": "remove_orphaned_spill", "bytes": orphan_spill, "paths": [], "by_cleanup": False})
+    uv = report["categories"]["uv_cache"]
+    if uv["bytes"]:
+        found.append({"action": "prune_uv_cache", "bytes": uv["bytes"], "paths": [options.uv_cache_dir],
+                      "by_cleanup": False})
     return found
-
-
-def summary_line(report: dict) -> str:
-    """One line for a human: fullness, level, what Ray holds and what could go."""
-    fs = report["filesystem"]
-    live = sum(1 for s in report["sessions"] if s["live"])
-    stale = len(report["sessions"]) - live
-    freeable = sum(s["bytes"] for s in report["suggestions"])
-    line = "%s %.1f%% used (%s free), level %s; %s in %s; Ray %s: %d live, %d stale session(s); %s freeable" % (
-        fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), report["level"],
-        format_bytes(report["tmp_bytes"]), report["tmp_dir"], report["node_role"], live, stale,
-        format_bytes(freeable))
-    activity = report["activity"]
-    if activity:
-        if activity["busy"] is None:
-            line += "; activity unknown"
-        else:
-            line += "; busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "; idle"
-    if report["containers"]:
-        line += "; %d container(s)" % len(report["containers"])
-    return printable(line)

@@ -39,6 +39,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - rayops.disk.activity
   - rayops.disk.spill
+  - rayops.disk.targets
+  - rayops.disk.cleanup_rules
 attributes:
   check_mode:
     support: full
@@ -52,37 +54,6 @@ attributes:
     platforms: posix
     details: Linux only (reads C(/proc)).
 options:
-  tmp_dir:
-    description:
-      - The temp directory of the host to measure, whose filesystem figures and level are reported. Containers use
-        O(container_tmp_dir).
-      - Must be an existing directory, not a symlink, and not C(/).
-    type: path
-    default: /tmp
-  ray_temp_dir:
-    description:
-      - Ray's temp root (the directory holding C(session_*)), for example C(/tmp/ray).
-      - By default it is discovered from the running Ray processes, else C($RAY_TMPDIR), C($TMPDIR) or O(tmp_dir),
-        plus C(/ray).
-    type: path
-  ray_users:
-    description:
-      - Users whose Ray processes are trusted to name Ray's temp roots and live sessions, besides C(root) (always
-        trusted). Names, or numeric uids (for Ray in containers, for example C(1000) for rayproject images).
-      - A process that says it is C(raylet), C(gcs_server) or C(log_monitor) is trusted only when it runs as one of
-        these users, its program is a Ray file owned by such a user, and each temp root it names is a path only root
-        and that user control. Others are listed in RV(untrusted_processes) and ignored. Give O(ray_temp_dir) to
-        name the root yourself.
-    type: list
-    elements: str
-    default: []
-  patterns:
-    description:
-      - File name globs of entries directly inside O(tmp_dir) that packaging, pip and C(tempfile) leave behind.
-      - Names only; a pattern with C(/) or C(..), or one that matches every name, is rejected.
-    type: list
-    elements: str
-    default: ["ray_tmp_*", "pip-*", "tmp*"]
   thresholds:
     description:
       - Used percentages of a filesystem at which RV(level) becomes C(info), C(warning) and C(critical).
@@ -102,43 +73,11 @@ options:
         description: Percentage for level C(critical).
         type: float
         default: 95
-  stale_after_hours:
-    description:
-      - Stale sessions untouched (newest modification) for at least this many hours are suggested for cleanup.
-    type: float
-    default: 24
   uv_cache_dir:
     description:
       - The uv cache to measure. Default C($UV_CACHE_DIR), else C(~/.cache/uv) of the user the module runs as.
       - Not measured inside containers.
     type: path
-  containers:
-    description:
-      - Also measure each Docker container whose name matches O(container_name_filter).
-      - When the Docker daemon cannot be reached, the host report is still returned, RV(containers_error) says why
-        and an entry is added to RV(errors); the task does not fail.
-    type: bool
-    default: false
-  container_name_filter:
-    description:
-      - Docker's C(name) filter (a substring or regular expression of the container name).
-    type: str
-    default: ray-worker
-  container_tmp_dir:
-    description:
-      - The temp directory inside each container, as the container sees it, measured there as O(tmp_dir) is on the
-        host - its filesystem and level, its O(patterns), and Ray's temp root C(<container_tmp_dir>/ray) when no Ray
-        process in the container names one (unless the container's C($RAY_TMPDIR) or C($TMPDIR) is set).
-      - For example C(/tmp) in the workers while Ray on the host lives under O(tmp_dir=/home/apiuser/.cache/tmp).
-      - An absolute path, not C(/); not expanded on the host (no C(~) or C($VAR)). Each container is checked for it -
-        one that lacks it gets an C(error) in its RV(containers) entry, and the task does not fail.
-    type: str
-    default: /tmp
-  docker_host:
-    description:
-      - The Docker daemon to ask, for example C(unix:///var/run/docker.sock). Default C($DOCKER_HOST), else the
-        local socket. The daemon must run on the host the module runs on.
-    type: str
   activity:
     description:
       - Also tell whether the host and each container are busy, as C(ray_worker_cleanup) decides it. A target is
@@ -224,7 +163,8 @@ summary:
   description: One line for a human.
   returned: always
   type: str
-  sample: "/tmp 91.2% used (8.8 GiB free), level warning; 60.3 GiB in /tmp; Ray head: 1 live, 3 stale session(s); 41.0 GiB freeable"
+  sample: "/tmp 91.2% used (8.8 GiB free), level warning; 60.3 GiB in /tmp; Ray head: 1 live, 3 stale session(s);
+    cleanup would free 41.0 GiB, kept 3: 3 too new"
 level:
   description: The worst level of the filesystems measured (C(ok), C(info), C(warning) or C(critical)).
   returned: always
@@ -509,25 +449,44 @@ spill_roots:
   elements: dict
   sample: [{"path": "/mnt/spill", "source": "process:gcs_server", "pid": 4230, "status": "measured", "reason": null,
             "filesystem_type": "ext4", "node_dirs": 2}]
+cleanup:
+  description:
+    - What M(rayops.disk.ray_worker_cleanup) would do on the host now with the same options - a dry run of its own
+      rules (O(min_tmp_size), O(max_age_hours) by O(age_by), O(exclude), live sessions, open, locked and mounted
+      entries), not an estimate. Without O(activity=true) the host counts as idle.
+    - C(status) is C(cleaned) (would clean), C(skipped_below_threshold), C(skipped_active) or C(error), with its
+      C(reason); C(freed_bytes) what it would free; C(kept_count) and C(kept_by_reason) what it would keep, and why
+      (C(fresh) is too new for O(max_age_hours)).
+  returned: always
+  type: dict
+  sample: {"status": "cleaned", "reason": null, "freed_bytes": 44023414784, "kept_count": 12,
+           "kept_by_reason": {"fresh": 9, "open": 3}}
 suggestions:
   description:
-    - What cleanup would free, biggest first.
-    - C(action) is C(remove_stale_sessions), C(remove_stale_spill) (RV(spill_dirs) that are C(stale)),
-      C(clean_old_logs), C(clean_tmp_patterns), C(remove_orphaned_spill) or C(prune_uv_cache).
+    - What fills the disk and what frees it, biggest first. The actions of cleanup (C(by_cleanup=true)) are
+      RV(cleanup) split by what it takes - C(remove_stale_sessions), C(clean_old_logs), C(clean_tmp_patterns),
+      C(remove_stale_spill) (RV(spill_dirs) that are C(stale)) - each with the C(bytes) and C(entries) it would
+      free, the top-level C(paths) it would remove (at most 100) and what it would keep (C(kept), C(kept_by_reason)).
+    - C(remove_orphaned_spill) and C(prune_uv_cache) (C(by_cleanup=false)) are space cleanup does not take.
+    - C(message) says it in one line, with what would be kept and why.
   returned: always
   type: list
   elements: dict
   sample:
     - action: remove_stale_sessions
+      by_cleanup: true
       bytes: 44023414784
+      entries: 1520
       paths: ["/tmp/ray/session_2026-11-20_10-00-00_000000_1234"]
-      message: "1 stale Ray session(s) untouched for 24 h or more hold 41.0 GiB; ray_worker_cleanup
-        (clean_stale_sessions) would free them"
+      kept: 3
+      kept_by_reason: {"fresh": 3}
+      message: "stale Ray sessions: cleanup would free 41.0 GiB (1520 entries, older than 24 h); kept 3: 3 too new"
 containers:
   description:
     - One entry per matching container, with C(name), C(id), C(status), C(tmp_dir) (O(container_tmp_dir), as the
       container sees it), C(tmp_bytes) and C(error), and for running ones C(level), C(filesystem), C(node_role),
-      C(categories), C(sessions), C(suggestions), C(errors), C(ray_version), C(log_rotation), C(spill_dirs); with
+      C(categories), C(sessions), C(cleanup), C(suggestions), C(errors), C(ray_version), C(log_rotation),
+      C(spill_dirs); with
       O(activity=true) also C(activity), shaped like RV(activity).
     - C(tmp_bytes) is null for a container that is not running or could not be measured. For a stopped one
       C(error) is null and C(status) (C(exited), C(created), C(paused)...) says why; for a running one that could not
@@ -620,51 +579,27 @@ not_measured_count:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
+from ansible_collections.rayops.disk.plugins.module_utils._node import collect_usage
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
-from ansible_collections.rayops.disk.plugins.module_utils._usage import (
+from ansible_collections.rayops.disk.plugins.module_utils._options import (
     UsageOptions,
-    collect_usage,
-    rotation_messages,
-    untrusted_messages,
+    argument_spec,
+    option_names,
+    option_values,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._targets import containers_wanted
+from ansible_collections.rayops.disk.plugins.module_utils._text import rotation_messages, untrusted_messages
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            tmp_dir=dict(type="path", default="/tmp"),
-            ray_temp_dir=dict(type="path"),
-            spill_dirs=dict(type="list", elements="path", default=[]),
-            ray_users=dict(type="list", elements="str", default=[]),
-            patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
-            thresholds=dict(type="dict", default={}, apply_defaults=True, options=dict(
-                info=dict(type="float", default=80),
-                warning=dict(type="float", default=90),
-                critical=dict(type="float", default=95),
-            )),
-            stale_after_hours=dict(type="float", default=24),
-            uv_cache_dir=dict(type="path"),
-            containers=dict(type="bool", default=False),
-            container_name_filter=dict(type="str", default="ray-worker"),
-            container_tmp_dir=dict(type="str", default="/tmp"),
-            docker_host=dict(type="str"),
-            scan_workers=dict(type="int"),
-            activity=dict(type="bool", default=False),
-            cpu_idle_percent=dict(type="float", default=5),
-            sample_seconds=dict(type="float", default=1),
-            busy_titles=dict(type="list", elements="str", default=[]),
-            idle_titles=dict(type="list", elements="str", default=[]),
-            rotation_max_bytes=dict(type="str"),
-            rotation_backup_count=dict(type="int"),
-        ),
+        argument_spec=argument_spec(option_names(UsageOptions)),
         supports_check_mode=True,
     )
-    for library, error in missing(psutil, docker, need_docker=module.params["containers"]):
+    for library, error in missing(psutil, docker, need_docker=containers_wanted(module.params["containers"], module.params["docker_host"])):
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
-    params = dict(module.params)
-    for name in ("patterns", "ray_users", "busy_titles", "idle_titles", "spill_dirs"):
-        params[name] = tuple(params[name])
+    params = option_values(module.params)
     try:
         report = collect_usage(UsageOptions(**params), psutil, docker)
     except UsageError as exc:

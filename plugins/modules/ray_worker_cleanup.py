@@ -38,6 +38,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - rayops.disk.activity
   - rayops.disk.spill
+  - rayops.disk.targets
+  - rayops.disk.cleanup_rules
 attributes:
   check_mode:
     support: full
@@ -53,103 +55,12 @@ attributes:
     platforms: posix
     details: Linux only (reads C(/proc)).
 options:
-  tmp_dir:
-    description:
-      - The temp directory of the host, an existing directory, not a symlink, not C(/). Containers use
-        O(container_tmp_dir).
-    type: path
-    default: /tmp
-  ray_temp_dir:
-    description: Ray's temp root on the host. Default discovered as in M(rayops.disk.ray_tmp_usage).
-    type: path
-  ray_users:
-    description:
-      - Users whose Ray processes are trusted to name Ray's temp roots and live sessions, besides C(root) (always
-        trusted). Names, or numeric uids (for Ray in containers, for example C(1000) for rayproject images).
-      - A process that says it is C(raylet), C(gcs_server) or C(log_monitor) is trusted only when it runs as one of
-        these users, its program is a Ray file owned by such a user, and each temp root it names is a path only root
-        and that user control. Others are ignored (M(rayops.disk.ray_tmp_usage) lists them with the reason). Give
-        O(ray_temp_dir) to name the root yourself.
-    type: list
-    elements: str
-    default: []
-  patterns:
-    description:
-      - File name globs of entries directly inside O(tmp_dir) (O(container_tmp_dir) in a container) to remove (names
-        only; no C(/), no C(..), not a glob matching every name). Ray's own temp root is never matched.
-    type: list
-    elements: str
-    default: ["ray_tmp_*", "pip-*", "tmp*"]
-  exclude:
-    description: Globs never touched, matched against an entry's name and its path below the root it is removed from.
-    type: list
-    elements: str
-    default: []
-  max_age_hours:
-    description: Only what is older than this is removed. C(0) means any age.
-    type: float
-    default: 24
-  age_by:
-    description:
-      - Which times must all be older than O(max_age_hours). A directory's ctime never counts (removing its children
-        changes it), as with systemd-tmpfiles.
-    type: list
-    elements: str
-    choices: [mtime, atime, ctime]
-    default: [mtime, atime, ctime]
-  min_tmp_size:
-    description:
-      - Do nothing on a target whose tmp dir holds less than this (bytes, or a size like C(5GB), C(500MB); 1 KB is
-        1024 bytes). C(0) cleans always.
-    type: str
-    default: 5GB
-  clean_stale_sessions:
-    description: Remove Ray sessions no live Ray process uses (with everything in them older than the max age).
-    type: bool
-    default: true
-  clean_old_logs:
-    description: Remove files in C(logs/old) of every remaining session older than the max age.
-    type: bool
-    default: true
-  clean_stale_spill:
-    description:
-      - Remove what is older than the max age in the C(ray_spilled_objects_<node id>) directories, directly in a spill
-        directory outside the sessions (see O(spill_dirs)), of nodes that no raylet on this machine runs and whose
-        session is not live - objects a dead node spilled, which no one can read back.
-      - Only directories of that name, found C(stale) by M(rayops.disk.ray_tmp_usage) and checked again right before;
-        never on a network or cluster filesystem (other machines' nodes may spill there). A spill directory inside a
-        session goes with its stale session.
-    type: bool
-    default: true
   host:
     description:
       - Clean the host itself. With C(false) and O(containers=true), only the worker containers are cleaned, as the
         users' original script did.
     type: bool
     default: true
-  containers:
-    description: Also clean each Docker container whose name matches O(container_name_filter).
-    type: bool
-    default: false
-  container_name_filter:
-    description: Docker's C(name) filter (a substring or regular expression of the container name).
-    type: str
-    default: ray-worker
-  container_tmp_dir:
-    description:
-      - The temp directory inside each container, as the container sees it - what O(tmp_dir) is for the host there -
-        measured against O(min_tmp_size), cleaned of O(patterns), and with C(<container_tmp_dir>/ray) as Ray's temp
-        root when no Ray process in the container names one (unless the container's C($RAY_TMPDIR) or C($TMPDIR) is
-        set).
-      - For example C(/tmp) in the workers while Ray on the host lives under O(tmp_dir=/home/apiuser/.cache/tmp) -
-        one run cleans both, each in its own directory.
-      - An absolute path, not C(/); not expanded on the host (no C(~) or C($VAR)). Each container is checked for it -
-        one that lacks it is an C(error) target, and the other targets are still cleaned.
-    type: str
-    default: /tmp
-  docker_host:
-    description: The Docker daemon, on this host. Default C($DOCKER_HOST), else the local socket.
-    type: str
   docker_prune:
     description:
       - After the targets, remove stopped containers, dangling images and unused build cache. In check mode the
@@ -174,6 +85,12 @@ options:
     default: 30
   audit_log:
     description: Append a JSON line (time, target, path, bytes, reason) for every entry removed.
+    type: path
+  disk:
+    description:
+      - The directory whose filesystem's used % the result's C(disk) gives before and after the run (in check mode,
+        after is before less what would be freed). Default O(tmp_dir); for example C(/var/lib/docker) when the
+        containers' temp dirs live on Docker's disk.
     type: path
 notes:
   - Ansible's C(--check) runs the whole decision process and reports RV(freed_bytes) as what would be freed.
@@ -221,6 +138,28 @@ reason:
   description: Why the run was skipped, or null.
   returned: always
   type: str
+outcome:
+  description:
+    - The run in one word, as the fleet table of C(playbooks/ray_cleanup_now.yml) prints it - the worst of its
+      targets' statuses in this order - C(error) (a target could not be cleaned, or containers were wanted and
+      Docker could not be reached, or the Docker prune failed), C(skipped_locked), C(cleaned) (C(would_clean) in
+      check mode), C(skipped_active), C(skipped_below_threshold), C(skipped_not_running), C(no_targets).
+  returned: always
+  type: str
+  sample: cleaned
+outcome_reason:
+  description: Why, naming the target (for C(cleaned), what was kept and why); or null.
+  returned: always
+  type: str
+  sample: "ray-worker-2: busy: ray::train_step running (pid 4242)"
+disk:
+  description:
+    - The used % of the filesystem holding O(disk) (default O(tmp_dir)), as C(df) computes it, right before and
+      right after the run (C(used_percent_before), C(used_percent_after), C(path)).
+    - In check mode C(projected) is true and C(used_percent_after) is before minus what would be freed.
+  returned: always
+  type: dict
+  sample: {"path": "/tmp", "used_percent_before": 97.4, "used_percent_after": 61.2, "projected": false}
 freed_bytes:
   description: Bytes freed (in check mode, that would be freed) on all targets and by the Docker prune.
   returned: always
@@ -301,6 +240,13 @@ targets:
           The temp roots they name were not cleaned; a warning says so.
       type: list
       elements: dict
+    groups:
+      description:
+        - What each kind of removal did (C(action) - C(clean_tmp_patterns), C(clean_old_logs),
+          C(remove_stale_sessions), C(remove_stale_spill)) in the directory C(path) - C(freed_bytes), C(removed),
+          the top-level C(removed_paths), C(kept_by_reason), C(error_count).
+      type: list
+      elements: dict
 docker_prune:
   description: With O(docker_prune=true), what was pruned (C(containers), C(images), C(build_cache) counts and
     C(reclaimed_bytes)), and C(error) when the prune failed (the cleanup itself stands, with a warning); else null.
@@ -314,10 +260,17 @@ containers_error:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
+from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
-from ansible_collections.rayops.disk.plugins.module_utils._usage import untrusted_message
+from ansible_collections.rayops.disk.plugins.module_utils._options import (
+    CleanupOptions,
+    argument_spec,
+    option_names,
+    option_values,
+)
+from ansible_collections.rayops.disk.plugins.module_utils._targets import containers_wanted
+from ansible_collections.rayops.disk.plugins.module_utils._text import untrusted_message
 
 
 def diff_of(result):
@@ -333,44 +286,14 @@ def diff_of(result):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            tmp_dir=dict(type="path", default="/tmp"),
-            ray_temp_dir=dict(type="path"),
-            spill_dirs=dict(type="list", elements="path", default=[]),
-            ray_users=dict(type="list", elements="str", default=[]),
-            patterns=dict(type="list", elements="str", default=["ray_tmp_*", "pip-*", "tmp*"]),
-            exclude=dict(type="list", elements="str", default=[]),
-            max_age_hours=dict(type="float", default=24),
-            age_by=dict(type="list", elements="str", choices=["mtime", "atime", "ctime"],
-                        default=["mtime", "atime", "ctime"]),
-            min_tmp_size=dict(type="str", default="5GB"),
-            cpu_idle_percent=dict(type="float", default=5),
-            sample_seconds=dict(type="float", default=1),
-            busy_titles=dict(type="list", elements="str", default=[]),
-            idle_titles=dict(type="list", elements="str", default=[]),
-            clean_stale_sessions=dict(type="bool", default=True),
-            clean_old_logs=dict(type="bool", default=True),
-            clean_stale_spill=dict(type="bool", default=True),
-            host=dict(type="bool", default=True),
-            containers=dict(type="bool", default=False),
-            container_name_filter=dict(type="str", default="ray-worker"),
-            container_tmp_dir=dict(type="str", default="/tmp"),
-            docker_host=dict(type="str"),
-            docker_prune=dict(type="bool", default=False),
-            force=dict(type="bool", default=False),
-            lock_file=dict(type="path", default="/run/rayops/ray-cleanup.lock"),
-            lock_timeout=dict(type="float", default=30),
-            audit_log=dict(type="path"),
-        ),
+        argument_spec=argument_spec(option_names(CleanupOptions)),
         supports_check_mode=True,
     )
-    need_docker = module.params["containers"] or module.params["docker_prune"]
+    need_docker = containers_wanted(module.params["containers"], module.params["docker_host"]) or module.params["docker_prune"]
     for library, error in missing(psutil, docker, need_docker=need_docker):
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
-    params = dict(module.params)
-    for name in ("patterns", "exclude", "age_by", "ray_users", "busy_titles", "idle_titles", "spill_dirs"):
-        params[name] = tuple(params[name])
+    params = option_values(module.params)
     try:
         result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
     except UsageError as exc:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.rayops.disk.plugins.module_utils import _cleanup, _usage
+from ansible_collections.rayops.disk.plugins.module_utils import _targets
 from ansible_collections.rayops.disk.tests.unit.conftest import aged, write
 
 PROMTOOL = shutil.which("promtool") or "/usr/local/bin/promtool"
@@ -62,8 +62,7 @@ def make_tree(tmp):
 @pytest.fixture
 def sandbox(node, monkeypatch, tmp_path):
     """This process measures and cleans the sandbox node as its host; no uv cache."""
-    monkeypatch.setattr(_usage, "host_target", lambda: node.target)
-    monkeypatch.setattr(_cleanup, "host_target", lambda: node.target)
+    monkeypatch.setattr(_targets, "host_target", lambda: node.target)
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "no-uv"))
     return node
 

@@ -29,8 +29,8 @@ from ansible_collections.rayops.disk.plugins.module_utils._activity import (
     verdict,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageOptions
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, SandboxNode
 
 NO_RULES = TitleRules()

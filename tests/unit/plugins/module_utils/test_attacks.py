@@ -30,12 +30,13 @@ from ansible_collections.rayops.disk.plugins.module_utils._fs import (
     open_beneath,
     process_start_time,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._remove import Guards, Policy, Remover
-from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport
 from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage, ray_worker_cleanup
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, aged, write
-from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import STALE, make_tree
+from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
 
 ODD = "session_2024-13-45_99-99-99_1_1"
 OLD_SESSION = "session_2020-01-01_00-00-00_000001_1"

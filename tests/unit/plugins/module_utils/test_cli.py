@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -29,9 +30,10 @@ from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
     LOCK_FILE,
+    STATUS_FILE,
     USAGE_FILE,
-    mountpoint_of,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of
 from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
 from ansible_collections.rayops.disk.tests.unit.conftest import as_nobody, du_bytes, tree_digest, write
@@ -117,7 +119,7 @@ def test_bad_arguments_exit_3(capsys, argv, message):
 @pytest.mark.parametrize("settings, message", [
     ({"max_age": 2}, 'unknown key "max_age"; valid keys: tmp_dir, ray_temp_dir, patterns, exclude, max_age_hours'),
     ({"max_age_hours": "two"}, 'max_age_hours "two" is not a number; for example "max_age_hours": 24'),
-    ({"containers": "yes"}, 'containers "yes" is not true or false; for example "containers": false'),
+    ({"containers": "yes"}, 'containers "yes" is not true, false or "auto"; for example "containers": "auto"'),
     ({"patterns": "tmp*"}, 'patterns "tmp*" is not a list of strings'),
     ({"scan_workers": 1.5}, "scan_workers 1.5 is not a whole number"),
     ({"thresholds": {"warn": 85}}, 'thresholds has no level "warn"; valid: info, warning, critical'),
@@ -376,7 +378,7 @@ def test_dry_run_changes_nothing_and_says_what_would_go(capsys, configured, tmp_
     assert os.listdir(str(metrics)) == [] and not os.path.exists(str(tmp_path / "audit.jsonl"))
     lines = out.splitlines()
     assert lines[0] == "dry run: nothing was removed; this is what would go"
-    assert lines[1].startswith("host (host): cleaned, would free ")
+    assert lines[1].startswith("host (host): would_clean, would free ")
     assert "  would remove %s" % (tmp / "ray_tmp_1") in lines and "  would remove %s" % (tmp / "ray" / STALE) in lines
     assert "  would remove %s" % (tmp / "tmpfresh") not in lines
     assert log.read_text().splitlines()[-1].split(" INFO ")[1].startswith("cleanup exit 0 in ")
@@ -521,3 +523,230 @@ def test_hostile_tmp_dir_is_printed_and_logged_on_one_line(capsys, sandbox, tmp_
     promtool_check((metrics / USAGE_FILE).read_text())
     code, out, _err = cli(capsys, "--config", path, "--json", "monitor")
     assert json.loads(out)["tmp_dir"] == os.fsdecode(hostile)
+
+
+# --- check: one verdict (issue 10, item 5) -----------------------------------------------------------------------
+
+def test_check_says_one_level_in_its_line_summary_json_and_exit_code(capsys, configured):
+    tmp, path, metrics, _log = configured
+    used = used_percent(tmp)
+    edit_config(path, thresholds={"info": used + 1, "warning": used + 2, "critical": used + 3})  # the config: ok
+    for flags, level, code in ((["--threshold", str(used - 1)], "warning", 1),
+                               (["--threshold", str(used - 2), "--critical", str(used - 1)], "critical", 2),
+                               ([], "ok", 0)):
+        exit_code, out, err = cli(capsys, "--config", path, "check", *flags)
+        first, summary = out.splitlines()
+        assert (exit_code, err) == (code, "")
+        assert first.startswith("%s: host %s " % (level.upper(), tmp)) and ", level %s; " % level in summary
+        exit_code, out, _err = cli(capsys, "--config", path, "--json", "check", *flags)
+        report = json.loads(out)
+        assert exit_code == code and report["check"]["status"] == report["level"] == level
+        assert ", level %s; " % level in report["summary"]
+        assert {fs["level"] for fs in report["filesystems"]} == {level}
+        # the metrics keep the config's thresholds, whatever a check's flags said
+        assert series(samples((metrics / USAGE_FILE).read_text()), "rayops_ray_usage_level", **HOST) == 0
+
+
+def test_check_has_no_info_level(capsys, configured):
+    tmp, path, _metrics, _log = configured
+    used = used_percent(tmp)
+    edit_config(path, thresholds={"info": used - 1, "warning": used + 1, "critical": used + 2})
+    code, out, _err = cli(capsys, "--config", path, "monitor")
+    assert code == 0 and ", level info; " in out.splitlines()[0]  # monitor and the metrics know info
+    code, out, _err = cli(capsys, "--config", path, "check")
+    assert code == 0 and out.startswith("OK: host ") and ", level ok; " in out.splitlines()[1]
+
+
+# --- a bad flag is the flag's, a bad key the file's (item 8) ------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["cleanup", "--min-tmp-size", "lots"],
+     '--min-tmp-size "lots" is not a size; write bytes or a size such as 5GB, 500MB, 0'),
+    (["cleanup", "--min-tmp-size=-5GB"], '--min-tmp-size "-5GB" is not a size'),
+    (["cleanup", "--max-age-hours", "-1"], "--max-age-hours -1 is negative; use 0 (any age) or more hours"),
+    (["--metrics-dir", "metrics", "monitor"], '--metrics-dir "metrics" is not an absolute path; give the full path'),
+    (["monitor", "--metrics-dir", "/nonexistent-rayops"], '--metrics-dir "/nonexistent-rayops" is not a directory'),
+])
+def test_a_bad_flag_is_named_as_the_flag_not_blamed_on_the_config(capsys, configured, tmp_path, argv, message):
+    _tmp, path, metrics, _log = configured
+    code, out, err = cli(capsys, "--config", path, *argv)
+    assert (code, out) == (3, "") and err.startswith("ray-maintenance: " + message)
+    assert err.count("\n") == 1 and path not in err and "config" not in err.split(";")[0]
+    assert os.listdir(str(metrics)) == [] and not os.path.exists(str(tmp_path / "lock"))  # a bad flag: no record
+
+
+def test_a_non_finite_number_flag_is_refused(capsys, configured):
+    _tmp, path, _metrics, _log = configured
+    for argv in (["check", "--threshold", "nan"], ["cleanup", "--max-age-hours", "inf"]):
+        code, out, err = cli(capsys, "--config", path, *argv)
+        assert (code, out) == (3, "") and "is not a finite number" in err
+
+
+def test_a_bad_config_value_names_the_file_and_key_and_the_same_flag_wins(capsys, configured):
+    _tmp, path, _metrics, _log = configured
+    edit_config(path, min_tmp_size="lots")
+    code, _out, err = cli(capsys, "--config", path, "cleanup", "--dry-run")
+    assert code == 3 and err == ("ray-maintenance: config %s: min_tmp_size 'lots' is not a size; write bytes or a size "
+                                 "such as 5GB, 500MB, 0\n" % path)
+    edit_config(path, min_tmp_size="0")
+    code, out, _err = cli(capsys, "--config", path, "cleanup", "--dry-run", "--min-tmp-size", "1TB")
+    assert code == 0 and "skipped_below_threshold" in out
+
+
+# --- non-root check and monitor with the deployed config (item 9) ------------------------------------------------
+
+def test_non_root_check_and_monitor_with_a_config_like_the_roles(capsys, sandbox, monkeypatch):
+    """The log file and metrics dir are root's, Docker's socket too: each is said once, the exit codes stay."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="rayops-cli-"))  # not tmp_path: nobody must read it
+    docker_socket = socket.socket(socket.AF_UNIX)
+    try:
+        os.chmod(str(base), 0o755)
+        tmp = make_tree(base / "tmp")
+        monkeypatch.setenv("UV_CACHE_DIR", str(base / "no-uv"))
+        logs, metrics = base / "log", base / "metrics"
+        logs.mkdir(mode=0o750)  # as the role makes /var/log/rayops
+        metrics.mkdir(mode=0o755)  # node_exporter's textfile dir, root's
+        docker_socket.bind(str(base / "docker.sock"))  # root's, 0600 under umask 077: as Docker's to a user
+        os.chmod(str(base / "docker.sock"), 0o600)
+        path = write_config(base, tmp_dir=str(tmp), ray_temp_dir=str(tmp / "ray"), scan_workers=1,
+                            sample_seconds=0.1, metrics_dir=str(metrics), log_file=str(logs / "ray-maintenance.log"),
+                            audit_log=str(logs / "cleanup-audit.jsonl"), containers=True,
+                            docker_host="unix://%s/docker.sock" % base, lock_file=str(base / "run" / "lock"))
+        os.chmod(path, 0o644)
+        used = used_percent(tmp)
+        commands = [["--config", path, "check", "--threshold", str(used + 1), "--critical", str(used + 2)],
+                    ["--config", path, "--json", "monitor"]]
+        for argv in commands:  # as root first: every import is loaded, and root's files are there
+            cli(capsys, *argv)
+        before = {name: (metrics / name).read_bytes() for name in os.listdir(str(metrics))}
+        logged = (logs / "ray-maintenance.log").read_bytes()
+
+        def run():
+            stdout, stderr = io.StringIO(), io.StringIO()
+            monkeypatch.setattr(sys, "stdout", stdout)
+            monkeypatch.setattr(sys, "stderr", stderr)
+            return [(_cli.main(argv), os.geteuid()) for argv in commands], stdout.getvalue(), stderr.getvalue()
+
+        (checked, monitored), out, err = as_nobody(run)
+        assert checked == monitored == [0, 65534], err
+        assert out.startswith("OK: host %s " % tmp)
+        report = json.loads(out[out.index("\n{") + 1:])
+        assert report["tmp_bytes"] == du_bytes(str(tmp)) and report["containers"] == []
+        notes = err.splitlines()
+        assert all(line.startswith("ray-maintenance: note: ") for line in notes), err
+        for text in ("not logged: log_file %s cannot be opened by uid 65534 (Permission denied)"
+                     % (logs / "ray-maintenance.log"),
+                     "metrics not written: metrics_dir %s is not writable by uid 65534 (Permission denied)" % metrics,
+                     "containers not measured: uid 65534 may not use the Docker socket %s/docker.sock" % base):
+            assert sum(text in line for line in notes) == 2, (text, err)  # once per run
+        assert len(notes) == 6
+        assert {name: (metrics / name).read_bytes() for name in os.listdir(str(metrics))} == before
+        assert (logs / "ray-maintenance.log").read_bytes() == logged
+    finally:
+        docker_socket.close()
+        shutil.rmtree(str(base))
+
+
+# --- a run that cannot start says so to Prometheus (item 11) ------------------------------------------------------
+
+def status_of(metrics):
+    """``{(command, reason): 1}`` of the status file, checked by promtool; {} when there is none."""
+    status = metrics / STATUS_FILE
+    if not status.exists():
+        return {}
+    text = status.read_text()
+    promtool_check(text)
+    found = samples(text)
+    assert set(found) == {"rayops_ray_maintenance_start_error", "rayops_ray_maintenance_start_error_timestamp_seconds"}
+    return {(dict(labels)["command"], dict(labels)["reason"]): value
+            for labels, value in found["rayops_ray_maintenance_start_error"].items()}
+
+
+def test_a_run_that_cannot_start_is_recorded_until_one_starts(capsys, configured, tmp_path):
+    _tmp, path, metrics, _log = configured
+    edit_config(path, max_age_hours=-1)
+    for command in ("monitor", "cleanup"):
+        code, _out, err = cli(capsys, "--config", path, command, "--quiet")
+        assert code == 3 and err.startswith("ray-maintenance: config %s: max_age_hours -1 is negative" % path)
+    assert status_of(metrics) == {("monitor", "config"): 1, ("cleanup", "config"): 1}
+    assert sorted(os.listdir(str(metrics))) == [LOCK_FILE, STATUS_FILE]  # nothing else was written
+    for argv in (["check"], ["cleanup", "--dry-run"], ["monitor", "--no-metrics"], ["check-config"]):
+        assert cli(capsys, "--config", path, *argv)[0] == 3
+    assert status_of(metrics) == {("monitor", "config"): 1, ("cleanup", "config"): 1}  # those record nothing
+    edit_config(path, max_age_hours=1)
+    assert cli(capsys, "--config", path, "monitor", "--quiet") == (0, "", "")
+    assert status_of(metrics) == {("cleanup", "config"): 1}  # monitor starts again; cleanup has not yet
+    assert cli(capsys, "--config", path, "cleanup", "--quiet") == (0, "", "")
+    assert status_of(metrics) == {} and STATUS_FILE not in os.listdir(str(metrics))
+
+
+def test_an_unreadable_config_is_recorded_in_the_metrics_dir_flag(capsys, configured, tmp_path):
+    _tmp, path, metrics, _log = configured
+    with open(path, "w") as handle:
+        handle.write('{"metrics_dir": "%s", "tmp_dir": ' % metrics)  # cut short
+    code, _out, err = cli(capsys, "--config", path, "cleanup")
+    assert code == 3 and "is not valid JSON" in err and status_of(metrics) == {}  # nowhere said where to write
+    code, _out, err = cli(capsys, "--config", path, "--metrics-dir", str(metrics), "cleanup")
+    assert code == 3 and err.count("\n") == 1 and status_of(metrics) == {("cleanup", "config"): 1}
+    os.unlink(path)
+    code, _out, err = cli(capsys, "--config", path, "monitor", "--metrics-dir", str(metrics))
+    assert code == 3 and "cannot read config" in err
+    assert status_of(metrics) == {("cleanup", "config"): 1, ("monitor", "config"): 1}
+
+
+def test_a_bad_value_elsewhere_still_records_in_the_configs_metrics_dir(capsys, configured):
+    _tmp, path, metrics, _log = configured
+    edit_config(path, patterns="tmp*")  # a type error: the config is not loaded, its metrics_dir is still read
+    assert cli(capsys, "--config", path, "cleanup")[0] == 3
+    assert status_of(metrics) == {("cleanup", "config"): 1}
+
+
+def test_a_missing_library_and_an_unusable_log_are_recorded(capsys, configured, monkeypatch, tmp_path):
+    _tmp, path, metrics, _log = configured
+    monkeypatch.setattr(_cli, "psutil", None)
+    code, _out, err = cli(capsys, "--config", path, "cleanup")
+    assert code == 3 and "the Python library psutil cannot be imported" in err
+    assert status_of(metrics) == {("cleanup", "library"): 1}
+    monkeypatch.undo()
+    (tmp_path / "a-dir").mkdir()
+    edit_config(path, log_file=str(tmp_path / "a-dir"))  # a directory: it cannot be opened as the log
+    code, _out, err = cli(capsys, "--config", path, "monitor")
+    assert code == 3 and "log_file %r cannot be opened (Is a directory)" % str(tmp_path / "a-dir") in err
+    assert status_of(metrics) == {("cleanup", "library"): 1, ("monitor", "log"): 1}
+
+
+def test_the_metrics_dir_flag_wins_over_the_config(capsys, configured, tmp_path):
+    _tmp, path, metrics, _log = configured
+    other = tmp_path / "other-metrics"
+    other.mkdir()
+    assert cli(capsys, "--config", path, "--metrics-dir", str(other), "monitor", "--quiet") == (0, "", "")
+    assert os.listdir(str(metrics)) == [] and sorted(os.listdir(str(other))) == [LOCK_FILE, USAGE_FILE]
+
+
+# --- check-config: what the role validates its config with -------------------------------------------------------
+
+BAD_CONFIGS = next(mark.args[1] for mark in test_bad_config_values_exit_3_naming_value_and_fix.pytestmark
+                   if mark.name == "parametrize")
+
+
+def test_check_config_says_ok_and_touches_nothing(capsys, configured, monkeypatch, tmp_path):
+    tmp, path, metrics, log = configured
+    monkeypatch.setattr(_cli, "psutil", None)  # it needs neither
+    monkeypatch.setattr(_cli, "docker", None)
+    edit_config(path, containers=True, docker_prune=True)
+    before = tree_digest(str(tmp_path))
+    assert cli(capsys, "--config", path, "check-config") == (0, "config %s: ok\n" % path, "")
+    code, out, _err = cli(capsys, "--config", path, "--json", "check-config")
+    assert code == 0 and json.loads(out) == {"config": path, "valid": True}
+    assert cli(capsys, "check-config", "--config", path, "--quiet") == (0, "", "")
+    assert tree_digest(str(tmp_path)) == before and not os.path.exists(str(log))
+    assert os.listdir(str(metrics)) == [] and not os.path.exists(str(tmp_path / "lock"))
+
+
+@pytest.mark.parametrize("settings, message", BAD_CONFIGS)
+def test_check_config_says_what_a_run_says(capsys, tmp_path, settings, message):
+    settings = dict({"tmp_dir": str(tmp_path), "lock_file": str(tmp_path / "lock")}, **settings)
+    path = write_config(tmp_path, **settings)
+    code, out, err = cli(capsys, "--config", path, "check-config")
+    assert (code, out) == (3, "") and err.count("\n") == 1 and message in err
+    assert (code, out, err) == cli(capsys, "--config", path, "check")  # the same message as a run's

@@ -22,19 +22,25 @@ import docker
 import psutil
 import pytest
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import Cleanup, CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
     LOCK_FILE,
+    STATUS_FILE,
     USAGE_FILE,
     cleanup_succeeded,
     cleanup_text,
     escape_label,
-    mountpoint_of,
+    parse_status,
+    render,
+    status_families,
+    update_status,
     usage_text,
     write_textfile,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES, UsageOptions, collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of
+from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup, collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
 from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, write
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     LIVE,
@@ -47,6 +53,7 @@ from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest im
 
 
 def report_of(tmp, **options):
+    options.setdefault("containers", False)  # auto would look for this machine's containers
     return collect_usage(UsageOptions(tmp_dir=str(tmp), ray_temp_dir=str(tmp / "ray"), scan_workers=1,
                                       **options), psutil)
 
@@ -315,3 +322,53 @@ def test_a_planted_metrics_lock_is_refused(tmp_path, plant):
     else:
         assert failed.value.errno == errno.ELOOP  # never opened through a symlink
     assert (tmp_path / "outside").read_bytes() == b"rrrrr" and not os.path.exists(str(metrics / USAGE_FILE))
+
+
+# --- the status of runs that cannot start (rayops_ray_maintenance.prom) -------------------------------------------
+
+def test_status_is_written_kept_per_command_and_removed_with_the_last(tmp_path):
+    update_status(str(tmp_path), "cleanup", "config", now=100.0)
+    update_status(str(tmp_path), "monitor", "library", now=200.0)
+    text = (tmp_path / STATUS_FILE).read_text()
+    promtool_check(text)
+    assert parse_status(text) == {"cleanup": ("config", 100.0), "monitor": ("library", 200.0)}
+    assert 'rayops_ray_maintenance_start_error{command="cleanup",reason="config"} 1' in text.splitlines()
+    assert oct(stat.S_IMODE(os.stat(str(tmp_path / STATUS_FILE)).st_mode)) == oct(0o644)
+    update_status(str(tmp_path), "cleanup", "log", now=300.0)  # the newest reason replaces the older
+    assert parse_status((tmp_path / STATUS_FILE).read_text()) == {"cleanup": ("log", 300.0),
+                                                                  "monitor": ("library", 200.0)}
+    update_status(str(tmp_path), "cleanup", None)  # cleanup started
+    assert parse_status((tmp_path / STATUS_FILE).read_text()) == {"monitor": ("library", 200.0)}
+    update_status(str(tmp_path), "monitor", None)
+    assert sorted(os.listdir(str(tmp_path))) == [LOCK_FILE]  # the last entry took the file with it
+
+
+def test_a_healthy_run_only_looks_for_the_status_file(tmp_path):
+    assert update_status(str(tmp_path), "monitor", None) is None
+    assert os.listdir(str(tmp_path)) == []  # no lock file made, nothing written
+
+
+def test_status_reads_back_only_what_it_writes(tmp_path):
+    planted = (
+        '# HELP rayops_ray_maintenance_start_error x\n'
+        'rayops_ray_maintenance_start_error{command="cleanup",reason="config"} 1\n'
+        'rayops_ray_maintenance_start_error{command="evil\\"} 1\n"} 1\n'
+        'rayops_ray_maintenance_start_error{command="check",reason="config"} 1\n'
+        'rayops_ray_maintenance_start_error{command="monitor",reason="$(reboot)"} 1\n'
+        'rayops_ray_maintenance_start_error_timestamp_seconds{command="cleanup"} NaNs\n'
+        'other_metric{command="monitor",reason="config"} 1\n')
+    (tmp_path / STATUS_FILE).write_text(planted)
+    assert parse_status(planted) == {"cleanup": ("config", 0.0)}
+    update_status(str(tmp_path), "monitor", "log", now=5.0)
+    text = (tmp_path / STATUS_FILE).read_text()
+    promtool_check(text)
+    assert parse_status(text) == {"cleanup": ("config", 0.0), "monitor": ("log", 5.0)}
+    assert "evil" not in text and "reboot" not in text and "other_metric" not in text
+
+
+def test_status_takes_only_known_commands_and_reasons(tmp_path):
+    for command, error in (("check", "config"), ("cleanup", "bad config: x"), ("monitor", "")):
+        with pytest.raises(ValueError):
+            update_status(str(tmp_path), command, error)
+    assert os.listdir(str(tmp_path)) == []
+    assert render(status_families({})).count("\n") == 4  # help and type only

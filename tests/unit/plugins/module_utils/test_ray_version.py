@@ -21,13 +21,15 @@ import psutil
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import (
-    _cli,
     _ray_layout as layout,
     _ray_version as ray_version,
+    _text,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST
-from ansible_collections.rayops.disk.plugins.module_utils._usage import UsageOptions, collect_usage, rotation_messages
+from ansible_collections.rayops.disk.plugins.module_utils._node import collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._text import rotation_messages
 from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, write
 
@@ -311,7 +313,7 @@ def test_the_version_of_an_untrusted_package_is_not_reported(ray_with_version, r
 def test_monitor_says_what_ray_rotates_and_what_is_not_in_effect():
     rotation = ray_version.rotation_report("2.40.0", EFFECTIVE, 2097152, 2, "ray-worker-1")
     entry = {"name": "ray-worker-1", "ray_version": "2.40.0", "log_rotation": rotation}
-    assert _cli.rotation_line("ray-worker-1", entry) == (
+    assert _text.rotation_line("ray-worker-1", entry) == (
         "ray-worker-1: Ray 2.40.0 rotates its logs at 1048576 bytes, 2 backup(s) (component_logs, core_logs; in "
         "effect: no); leaves to logrotate: *.out, *.err, job-driver-*.log")
     report = {"log_rotation": None, "containers": [entry, {"name": "stopped"}]}

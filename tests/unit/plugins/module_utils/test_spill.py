@@ -85,7 +85,8 @@ def start_ray(sandbox, tmp, spill, fallback=True, gcs=True):
 
 
 def usage_args(tmp, **extra):
-    return dict({"tmp_dir": str(tmp), "scan_workers": 1, "stale_after_hours": 1}, **extra)
+    return dict({"tmp_dir": str(tmp), "scan_workers": 1, "max_age_hours": 1, "min_tmp_size": "0", "age_by": ["mtime"]},
+                **extra)
 
 
 def cleanup_args(tmp, tmp_path, **extra):

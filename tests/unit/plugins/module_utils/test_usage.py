@@ -23,7 +23,10 @@ import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout_mod
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
-from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, UsageOptions, level_for
+from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup, collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions, level_for
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
+from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport
 from ansible_collections.rayops.disk.tests.unit.conftest import SandboxNode, du_bytes, write
 
 OLD = "session_2026-11-20_10-00-00_000001_1111"
@@ -150,18 +153,52 @@ def test_a_socket_file_left_by_a_dead_raylet_is_not_live(ray_tree, node):
     assert not any(s["live"] for s in report["sessions"])
 
 
-def test_suggestions_name_what_cleanup_would_free(ray_tree, node):
-    node.spawn("raylet", "--session_dir=%s" % (ray_tree / "ray" / NEW))
-    report = report_for(ray_tree, node, stale_after_hours=24)
+def node_report(tmp, sandbox, **options):
+    """The full report (host only) of the sandbox node, with what cleanup would free."""
+    return collect_usage(UsageOptions(tmp_dir=str(tmp), uv_cache_dir=str(tmp.parent / "no-uv"), scan_workers=1,
+                                      containers=False, **options), psutil)
+
+
+def test_suggestions_are_what_cleanup_would_free_by_its_own_rules(ray_tree, sandbox):
+    sandbox.spawn("raylet", "--session_dir=%s" % (ray_tree / "ray" / NEW))
+    report = node_report(ray_tree, sandbox, max_age_hours=24, min_tmp_size=0, age_by=("mtime",))  # ctime is now
     by_action = {s["action"]: s for s in report["suggestions"]}
     stale = by_action["remove_stale_sessions"]
-    assert stale["paths"] == [str(ray_tree / "ray" / OLD)]  # OTHER is stale but fresh
+    assert stale["paths"] == [str(ray_tree / "ray" / OLD)]  # OTHER is stale but fresh: kept
     assert stale["bytes"] == du_bytes(str(ray_tree / "ray" / OLD))
-    assert by_action["clean_old_logs"]["bytes"] == du_bytes(str(ray_tree / "ray" / NEW / "logs" / "old"))
+    assert set(stale["kept_by_reason"]) == {"fresh"}
+    # The live session's logs/old and the tmp dir's litter are fresh: cleanup keeps them, and says so.
+    assert by_action["clean_old_logs"]["bytes"] == 0
+    assert set(by_action["clean_old_logs"]["kept_by_reason"]) == {"fresh"}
+    patterns = by_action["clean_tmp_patterns"]
+    assert patterns["bytes"] == 0 and patterns["kept_by_reason"]["fresh"] >= 3  # ray_tmp_1234, pip-build-xyz, tmpa1b2c3
+    assert "cleanup would free 0 B" in patterns["message"]
+    assert "kept %d: %d too new" % (patterns["kept"], patterns["kept"]) in patterns["message"]
     assert by_action["remove_orphaned_spill"]["bytes"] == du_bytes(str(ray_tree / "ray_spilled_objects_orphan"))
-    assert by_action["clean_tmp_patterns"]["bytes"] == report["categories"]["tmp_patterns"]["bytes"]
-    assert [s["bytes"] for s in report["suggestions"]] == sorted((s["bytes"] for s in report["suggestions"]),
-                                                                 reverse=True)
+    assert by_action["remove_orphaned_spill"]["by_cleanup"] is False
+    assert report["cleanup"]["freed_bytes"] == stale["bytes"]
+    assert "cleanup would free %s" % format_bytes(stale["bytes"]) in report["summary"]
+
+
+def test_freeable_is_what_a_dry_run_frees_and_a_real_run_then_frees(ray_tree, sandbox):
+    sandbox.spawn("raylet", "--session_dir=%s" % (ray_tree / "ray" / NEW))
+    old = time.time() - 48 * 3600
+    os.utime(str(ray_tree / "pip-build-xyz" / "setup.py"), (old, old))
+    rules = {"max_age_hours": 24, "min_tmp_size": 0, "exclude": ("tmpa1b2c3",), "age_by": ("mtime",)}
+    report = node_report(ray_tree, sandbox, **rules)
+    dry = Cleanup(CleanupOptions(tmp_dir=str(ray_tree), containers=False, lock_file=str(ray_tree.parent / "lock"),
+                                 **rules), psutil, check_mode=True).run()
+    assert report["cleanup"]["freed_bytes"] == dry["freed_bytes"] > 0
+    assert report["cleanup"]["kept_by_reason"] == dry["targets"][0]["kept_by_reason"]
+    assert report["cleanup"]["kept_by_reason"]["excluded"] == 1
+
+
+def test_a_target_below_min_tmp_size_has_nothing_freeable(ray_tree, sandbox):
+    report = node_report(ray_tree, sandbox, max_age_hours=0)
+    assert report["cleanup"]["status"] == "skipped_below_threshold"
+    assert report["cleanup"]["freed_bytes"] == 0
+    assert not [s for s in report["suggestions"] if s["by_cleanup"]]
+    assert "cleanup would skip it" in report["summary"] and "below min_tmp_size 5.0 GiB" in report["summary"]
 
 
 def test_session_latest_pointing_outside_is_not_followed(ray_tree, node, tmp_path):
@@ -182,13 +219,12 @@ def test_explicit_ray_temp_dir_outside_tmp_is_measured_too(ray_tree, node, tmp_p
     assert report["scanned_bytes"] == report["tmp_bytes"] + du_bytes(str(elsewhere))
 
 
-def test_uv_cache_is_its_own_category(ray_tree, node, tmp_path):
+def test_uv_cache_is_its_own_category(ray_tree, sandbox, tmp_path):
     write(str(tmp_path / "uv" / "archive-v0" / "wheel"), 29 * KIB)
-    report = report_for(ray_tree, node)
-    report = TargetReport(node.target, UsageOptions(tmp_dir=str(ray_tree), uv_cache_dir=str(tmp_path / "uv"),
-                                                    scan_workers=1), psutil, environ={}).measure()
+    report = collect_usage(UsageOptions(tmp_dir=str(ray_tree), uv_cache_dir=str(tmp_path / "uv"), scan_workers=1,
+                                        containers=False), psutil)
     assert report["categories"]["uv_cache"]["bytes"] == du_bytes(str(tmp_path / "uv"))
-    assert any(s["action"] == "prune_uv_cache" for s in report["suggestions"])
+    assert any(s["action"] == "prune_uv_cache" and not s["by_cleanup"] for s in report["suggestions"])
 
 
 def test_default_temp_root_follows_ray_env():
@@ -231,7 +267,7 @@ def test_levels(used, level):
     ({"thresholds": {"info": 80, "warning": 90, "critical": 120}}, "thresholds.critical 120 is outside 0-100"),
     ({"thresholds": {"info": 90, "warning": 80, "critical": 95}}, "info 90, warning 80, critical 95 must increase"),
     ({"thresholds": {"info": -1, "warning": 80, "critical": 95}}, "thresholds.info -1 is outside 0-100"),
-    ({"stale_after_hours": -2}, "stale_after_hours -2 is negative"),
+    ({"max_age_hours": -2}, "max_age_hours -2 is negative"),
     ({"ray_temp_dir": "ray"}, "ray_temp_dir 'ray' is not an absolute path"),
     ({"scan_workers": 0}, "scan_workers 0 must be 1 or more"),
 ])

@@ -188,7 +188,8 @@ def test_one_cleanup_cleans_the_host_and_the_worker_each_in_its_own_tmp_dir(run_
 def test_usage_reports_each_side_in_its_own_tmp_dir(run_module, node):
     base, host_tmp, worker_tmp, _docker = node
     before = tree_digest(str(base))
-    result = run_module(ray_tmp_usage.main, usage_args(host_tmp, container_tmp_dir="/tmp"))
+    rules = {"min_tmp_size": "0", "max_age_hours": 1, "age_by": ["mtime"]}
+    result = run_module(ray_tmp_usage.main, usage_args(host_tmp, container_tmp_dir="/tmp", **rules))
     assert tree_digest(str(base)) == before
     assert result["tmp_dir"] == str(host_tmp) and result["tmp_bytes"] == du_bytes(str(host_tmp))
     assert result["filesystem"]["path"] == str(host_tmp)
@@ -202,8 +203,9 @@ def test_usage_reports_each_side_in_its_own_tmp_dir(run_module, node):
     assert worker["categories"]["tmp_patterns"]["by_pattern"]["pip-*"]["files"] == 0  # the host's pip-host
     assert result["categories"]["tmp_patterns"]["by_pattern"]["ray_tmp_*"]["bytes"] == \
         du_bytes(str(host_tmp / "ray_tmp_host"))
+    # What a cleanup would take from the worker, named as the worker sees it (its own /tmp).
     assert [s["paths"] for s in worker["suggestions"] if s["action"] == "clean_tmp_patterns"] == [
-        ["/tmp/ray_tmp_*", "/tmp/tmp*"]]
+        ["/tmp/ray_tmp_worker", "/tmp/tmpworker"]]
 
 
 def test_the_size_gate_measures_each_target_in_its_own_tmp_dir(run_module, node):

@@ -29,7 +29,7 @@ def tree(tmp_path):
 
 def args_for(tree, **extra):
     args = {"tmp_dir": str(tree), "ray_temp_dir": str(tree / "ray"), "uv_cache_dir": str(tree / "no-uv"),
-            "scan_workers": 1}
+            "scan_workers": 1, "containers": False}  # auto would look for this machine's containers
     args.update(extra)
     return args
 
@@ -86,7 +86,7 @@ def test_thresholds_decide_the_level(run_module, tree):
     ({"patterns": ["../../etc"]}, "pattern '../../etc' is not a plain file name glob"),
     ({"patterns": ["*"]}, "pattern '*' matches every name"),
     ({"tmp_dir": "/"}, "tmp_dir '/' is the root of the filesystem"),
-    ({"stale_after_hours": -1}, "stale_after_hours -1.0 is negative"),
+    ({"stale_after_hours": -1}, "max_age_hours -1.0 is negative"),  # the alias of earlier releases
 ])
 def test_bad_input_fails_naming_the_value(run_module, tree, extra, message):
     result = fail_module(ray_tmp_usage.main, args_for(tree, **extra))
@@ -109,8 +109,10 @@ def test_missing_psutil_gives_missing_required_lib(run_module, tree, monkeypatch
 def test_missing_docker_sdk_only_matters_for_containers(run_module, tree, monkeypatch):
     monkeypatch.setattr(ray_tmp_usage, "docker", None)
     assert run_module(ray_tmp_usage.main, args_for(tree))["containers"] == []
-    result = fail_module(ray_tmp_usage.main, args_for(tree, containers=True))
-    assert "Failed to import the required Python library (docker)" in result["msg"]
+    for containers in (True, "auto"):  # auto: this machine has a Docker socket
+        assert os.path.exists("/var/run/docker.sock")
+        result = fail_module(ray_tmp_usage.main, args_for(tree, containers=containers))
+        assert "Failed to import the required Python library (docker)" in result["msg"]
 
 
 def test_unreachable_docker_keeps_the_host_report(run_module, tree, tmp_path):

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import CleanupOptions
+from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions
 from ansible_collections.rayops.disk.plugins.modules import ray_worker_cleanup
 from ansible_collections.rayops.disk.tests.unit.conftest import aged, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
@@ -61,7 +61,8 @@ def node():
 
 def args_for(tmp, **extra):
     args = {"tmp_dir": str(tmp), "ray_temp_dir": str(tmp / "ray"), "min_tmp_size": "0", "max_age_hours": 1,
-            "age_by": ["mtime"], "lock_file": str(tmp.parent / "lock"), "sample_seconds": 0.2}
+            "age_by": ["mtime"], "lock_file": str(tmp.parent / "lock"), "sample_seconds": 0.2,
+            "containers": False}  # auto would look for this machine's containers
     args.update(extra)
     return args
 

@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The two runs over one node, the host and its Ray worker containers: a usage report and a cleanup.
+
+``collect_usage`` (``ray_tmp_usage``, ``ray-maintenance monitor`` and ``check``) measures every target and says
+what a cleanup would free there now, with cleanup's own rules (``_cleanup.freeable``).  ``Cleanup``
+(``ray_worker_cleanup``, ``ray-maintenance cleanup``) takes the cleanup lock and cleans every target.  Both list
+their targets with ``_targets.node_targets``, so Docker unreachable, a stopped container and activity sampling
+are handled once, and both return the used % of the disk and one outcome a fleet table prints as is.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional
+
+from ansible_collections.rayops.disk.plugins.module_utils._cleanup import AuditLog, TargetCleaner, freeable, new_entry
+from ansible_collections.rayops.disk.plugins.module_utils._containers import prune_docker
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of
+from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
+from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, node_targets
+from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
+from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, beyond_cleanup, default_uv_cache_dir
+
+OUTCOMES = ("error", "skipped_locked", "cleaned", "skipped_active", "skipped_below_threshold", "skipped_not_running",
+            "no_targets")
+"""A cleanup's statuses, worst first: a node's outcome is its worst target's (``would_clean`` in a dry run)."""
+
+CONTAINER_KEYS = ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
+                  "suggestions", "cleanup", "errors", "error_count", "not_measured_count", "ray_version",
+                  "log_rotation", "spill_dirs")
+"""What a container's entry in a usage report carries of its own report."""
+
+
+def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
+    """The full report: the host's figures, each Ray worker container's, and what cleanup would free on each.
+
+    ``docker`` is the Docker SDK module (needed only for containers).  Containers wanted (``containers`` true, or
+    ``auto`` on a node with Docker) and Docker unreachable: the host report stands, ``containers_error`` and an
+    entry of ``errors`` say why.  With ``options.activity`` every target is first sampled over one window.
+    """
+    options.validate()
+    if options.uv_cache_dir is None:
+        options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
+    now = time.time()
+    node = node_targets(options, psutil, docker, host=True, activity=options.activity)
+    host = node.host
+    report = TargetReport(host.target, options, psutil, now=now).measure()
+    report["activity"] = host.activity
+    _add_cleanup_view(report, host, options, psutil, now)
+    inner = options.for_container()  # each container's own tmp dir (container_tmp_dir) and Ray temp root
+    report["containers"] = [_container_entry(slot, inner, psutil, now) for slot in node.containers]
+    report["containers_error"] = node.containers_error
+    if node.containers_error:
+        report["errors"].append({"path": options.docker_host or "docker", "error": node.containers_error})
+        report["error_count"] += 1
+    report["summary"] = summary_line(report)
+    return report
+
+
+def _add_cleanup_view(report: dict, slot: Slot, options: UsageOptions, psutil, now: float) -> None:
+    """``cleanup`` (what a cleanup would do now) and ``suggestions`` (its actions, then what it does not take)."""
+    report["cleanup"] = freeable(slot.target, report, options, psutil, now)
+    found = report["cleanup"].pop("suggestions") + beyond_cleanup(report, options)
+    report["suggestions"] = [dict(item, message=suggestion_message(item, options)) for item in found]
+
+
+def _container_entry(slot: Slot, options: UsageOptions, psutil, now: float) -> dict:
+    """A container's entry: identity and status, and for a running one its report (not its own containers)."""
+    container = slot.container
+    entry = {"name": slot.name, "id": container.short_id, "status": container.status, "tmp_dir": options.tmp_dir,
+             "tmp_bytes": None, "error": slot.reason if slot.status == "error" else None}
+    if slot.activity is not None:
+        entry["activity"] = slot.activity
+    if slot.status is not None:
+        return entry  # a stopped container's /tmp cannot be reached; its status says why
+    try:
+        report = TargetReport(slot.target, options, psutil, environ=slot.environ, now=now).measure()
+        report["activity"] = slot.activity
+        _add_cleanup_view(report, slot, options, psutil, now)
+    except (LookupError, UsageError, OSError) as exc:
+        entry["error"] = str(exc)
+        return entry
+    entry.update({key: report[key] for key in CONTAINER_KEYS})
+    return entry
+
+
+def disk_figures(path: str) -> Optional[dict]:
+    """The used % of the filesystem holding ``path`` as ``df`` computes it, or None when it cannot be read."""
+    try:
+        return filesystem_of(path)
+    except OSError:
+        return None
+
+
+class Cleanup:
+    """One run over the host and its Ray worker containers, under the cleanup lock."""
+
+    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False) -> None:
+        self.options = options
+        self.psutil = psutil
+        self.docker = docker
+        self.check_mode = check_mode
+        self.now = time.time()
+
+    def run(self) -> dict:
+        """Validate, take the lock, clean every target, prune Docker; the result, with its outcome and disk."""
+        self.options.validate()
+        disk_path = self.options.disk or self.options.tmp_dir
+        before = disk_figures(disk_path)
+        lock = CleanupLock(self.options.lock_file, self.options.lock_timeout)
+        if not lock.acquire():
+            result = {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": lock.reason, "targets": [],
+                      "docker_prune": None, "containers_error": None}
+        else:
+            try:
+                audit = AuditLog(None if self.check_mode else self.options.audit_log)
+                try:
+                    result = self._run(audit)
+                finally:
+                    audit.close()
+            finally:
+                lock.release()
+        result["outcome"], result["outcome_reason"] = outcome(result, self.check_mode)
+        result["disk"] = self._disk(disk_path, before, result["freed_bytes"])
+        return result
+
+    def _run(self, audit: AuditLog) -> dict:
+        usage = self.options.usage_options()
+        node = node_targets(usage, self.psutil, self.docker, host=self.options.host, activity=True)
+        cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
+        targets = [self._target(slot, usage, cleaner) for slot in node.slots]
+        prune = None
+        if self.options.docker_prune and not node.containers_error:
+            prune = prune_docker(self.docker, self.options.docker_host, self.check_mode)
+        freed = sum(t["freed_bytes"] for t in targets) + ((prune or {}).get("reclaimed_bytes") or 0)
+        changed = any(t["removed"] for t in targets) or bool(prune and prune.get("changed"))
+        return {"changed": changed, "freed_bytes": freed, "status": "done", "reason": None, "targets": targets,
+                "docker_prune": prune, "containers_error": node.containers_error}
+
+    def _target(self, slot: Slot, usage: UsageOptions, cleaner: TargetCleaner) -> dict:
+        options = usage if slot.kind == "host" else usage.for_container()  # a container's own tmp dir and Ray
+        if slot.status is not None:
+            status = "skipped_not_running" if slot.status == "not_running" else "error"
+            return new_entry(slot.name, slot.kind, status, slot.reason, options.tmp_dir)
+        entry = new_entry(slot.name, slot.kind, "cleaned", None, options.tmp_dir)
+        entry["activity"] = slot.activity
+        try:
+            report = TargetReport(slot.target, options, self.psutil, environ=slot.environ).measure()
+        except (UsageError, OSError) as exc:
+            entry.update(status="error", reason=str(exc))
+            return entry
+        return cleaner.clean(entry, slot.target, report, slot.activity)
+
+    def _disk(self, path: str, before: Optional[dict], freed: int) -> dict:
+        """Used % of the disk before and after; in a dry run "after" is before minus what would be freed."""
+        found = {"path": path, "used_percent_before": None, "used_percent_after": None, "projected": self.check_mode}
+        if before is None:
+            return found
+        found["used_percent_before"] = before["used_percent"]
+        if self.check_mode:
+            usable = before["used_bytes"] + before["free_bytes"]
+            used = max(0, before["used_bytes"] - freed)
+            found["used_percent_after"] = round(100.0 * used / usable, 1) if usable else 0.0
+        else:
+            after = disk_figures(path)
+            found["used_percent_after"] = after["used_percent"] if after else None
+        return found
+
+
+def outcome(result: dict, check_mode: bool) -> tuple:
+    """``(status, reason)`` of a whole cleanup: its worst target's, an unreachable Docker, or a held lock."""
+    if result["status"] == "skipped":
+        return "skipped_locked", result["reason"]
+    if result["containers_error"]:
+        return "error", result["containers_error"]
+    prune_error = (result["docker_prune"] or {}).get("error")
+    worst = min((t for t in result["targets"]), key=lambda t: OUTCOMES.index(t["status"]), default=None)
+    if prune_error and (worst is None or OUTCOMES.index(worst["status"]) > 0):
+        return "error", prune_error
+    if worst is None:
+        return "no_targets", "no host (host: false) and no container named like container_name_filter"
+    status = "would_clean" if check_mode and worst["status"] == "cleaned" else worst["status"]
+    if worst["status"] == "cleaned" and not worst["reason"]:
+        kept: dict = {}
+        for target in result["targets"]:
+            for why, count in target["kept_by_reason"].items():
+                kept[why] = kept.get(why, 0) + count
+        return status, kept_text(kept) or None
+    return status, ("%s: %s" % (worst["name"], worst["reason"])) if worst["reason"] else None

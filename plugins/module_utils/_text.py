@@ -1,0 +1,388 @@
+# -*- coding: utf-8 -*-
+# Copyright: rayops.disk contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Every table and line a person reads: the CLI's output and the playbooks' fleet tables.
+
+The modules and the CLI return data; this module alone turns it into text, so the CLI, the playbooks and the
+logs print the same sizes (``format_bytes``: IEC labels), the same statuses and the same reasons.  Tables have
+columns two or more spaces apart and no empty cell (``-``), so a person's eye and a script's split agree.
+
+Private to the rayops.disk collection: not a public API.  No Ansible imports (the ``rayops.disk`` filter
+plugins call it on the controller).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from ansible_collections.rayops.disk.plugins.module_utils._errors import printable
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of
+from ansible_collections.rayops.disk.plugins.module_utils._remove import MAX_LISTED
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
+from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
+
+REASON_WIDTH = 110
+"""Longest reason printed in a table; longer ones lose their middle, never their end (where the cause is)."""
+
+NODE_STATUSES = ("unreachable", "failed")
+"""What the controller knows of a node before any module result: ranked above every status a module returns."""
+
+
+def shorten(text: str, width: int = REASON_WIDTH) -> str:
+    """``text`` on one line, at most ``width`` characters: a long one keeps its start and its end."""
+    flat = " ".join(printable(str(text)).split())
+    if len(flat) <= width:
+        return flat
+    head = (width - 3) * 2 // 5
+    return flat[:head].rstrip() + " ... " + flat[len(flat) - (width - 3 - head) + 2:].lstrip()
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], right: Sequence[int] = (), indent: str = "") -> list:
+    """Lines of a table: columns two spaces apart, ``right`` ones right-aligned, ``-`` for an empty cell."""
+    cells = [[_cell(value) for value in row] for row in [header] + list(rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [cell.rjust(width) if i in right else cell.ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append((indent + "  ".join(parts)).rstrip())
+    return lines
+
+
+def _cell(value) -> str:
+    text = " ".join(printable(str(value)).split()) if value is not None else ""
+    return text or "-"
+
+
+def percent(value: Optional[float], projected: bool = False) -> str:
+    """``41.2`` (``~41.2`` when projected), ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return ("~" if projected else "") + "%.1f" % value
+
+
+def size(value: Optional[float]) -> str:
+    """``format_bytes``, or ``-`` when unknown."""
+    return "-" if value is None else format_bytes(value)
+
+
+def connection_reason(message: Optional[str]) -> str:
+    """Why a node could not be reached, as its transport said it, without Ansible's preamble."""
+    lines = [line.strip() for line in str(message or "unreachable").splitlines() if line.strip()]
+    last = lines[-1] if lines else "unreachable"
+    for prefix in ("Failed to connect to the host via ssh: ", "Task failed: "):
+        if last.startswith(prefix):
+            last = last[len(prefix):]
+    return shorten(last)
+
+
+def failure_reason(message: Optional[str]) -> str:
+    """Why a task failed on a reached node: its message's first line, without Ansible's preamble."""
+    lines = [line.strip() for line in str(message or "failed").splitlines() if line.strip()]
+    first = lines[0] if lines else "failed"
+    if first.startswith("Task failed: "):
+        first = first[len("Task failed: "):]
+    return shorten(first)
+
+
+def node_outcome(host: dict) -> tuple:
+    """``(status, reason)`` of a node from what the controller saw: unreachable, failed, else its module's."""
+    if host.get("unreachable"):
+        return "unreachable", connection_reason(host["unreachable"])
+    if host.get("failure"):
+        return "failed", failure_reason(host["failure"])
+    result = host.get("result")
+    if not result:
+        return "failed", "did not run"
+    if "level" in result:  # ray_tmp_usage's report
+        return report_outcome(result)
+    return result.get("outcome") or "failed", shorten(result.get("outcome_reason") or "-")
+
+
+def cleanup_table(hosts: Sequence[dict], check: bool) -> list:
+    """The fleet table of ``ray_cleanup_now.yml``: a row per node, a line per target beneath it.
+
+    ``hosts``: ``{"host", "result" (ray_worker_cleanup's), "unreachable", "failure" (messages), "seconds"}``.
+    """
+    title = "Ray cleanup now"
+    if check:
+        title += " - DRY RUN (--check): nothing was removed; '~' marks a projected used % (before minus what " \
+                 "would be freed)"
+    rows, targets, statuses, freed = [], [], [], 0
+    for host in hosts:
+        status, reason = node_outcome(host)
+        statuses.append(status)
+        result = host.get("result") or {}
+        disk = result.get("disk") or {}
+        if status not in NODE_STATUSES:
+            freed += result.get("freed_bytes") or 0
+        rows.append((host["host"], percent(disk.get("used_percent_before")),
+                     percent(disk.get("used_percent_after"), disk.get("projected", False)),
+                     size(result.get("freed_bytes") if status not in NODE_STATUSES else None),
+                     "-" if host.get("seconds") is None else "%.1f s" % host["seconds"], status, reason))
+        targets.append([(target["name"], size(target.get("tmp_bytes_before")), size(target.get("tmp_bytes_after")),
+                         size(target.get("freed_bytes")), target_status(target, check),
+                         shorten(target.get("reason") or "-"))
+                        for target in (result.get("targets") or [] if status not in NODE_STATUSES else [])])
+    header = ("host", "used % before", "used % after", "freed", "duration", "status", "reason")
+    main = table(header, rows, right=(1, 2, 3, 4))
+    sub_header = ("target", "tmp before", "tmp after", "freed", "status", "reason")
+    sub = table(sub_header, [t for group in targets for t in group], right=(1, 2, 3), indent="  ")
+    lines = [title, main[0], sub[0]]
+    position = 1
+    for index, row_line in enumerate(main[1:]):
+        lines.append(row_line)
+        lines += sub[position:position + len(targets[index])]
+        position += len(targets[index])
+    lines.append(footer(statuses, "%s %s" % (format_bytes(freed), "would be freed" if check else "freed")))
+    return lines
+
+
+def target_status(target: dict, check: bool) -> str:
+    """A cleanup target's status as printed: ``would_clean`` for ``cleaned`` in a dry run."""
+    return "would_clean" if check and target.get("status") == "cleaned" else target.get("status") or "-"
+
+
+def footer(statuses: Sequence[str], tail: str) -> str:
+    """``N node(s): 2 cleaned, 1 unreachable; <tail>``, the statuses in the order of their first row."""
+    counts: dict = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return "%d node(s): %s; %s" % (len(statuses), ", ".join("%d %s" % (n, s) for s, n in counts.items()) or "none",
+                                   tail)
+
+
+def report_table(hosts: Sequence[dict]) -> list:
+    """The fleet table of ``ray_disk_report.yml``: a row per node.
+
+    ``hosts``: ``{"host", "result" (ray_tmp_usage's), "unreachable", "failure"}``.
+    """
+    rows, statuses = [], []
+    for host in hosts:
+        result = host.get("result") or {}
+        status, reason = node_outcome(host)
+        statuses.append(status)
+        if status in NODE_STATUSES:
+            rows.append((host["host"], status, "-", "-", "-", "-", "-", "-", reason))
+            continue
+        fs = result["filesystem"]
+        freeable = freeable_bytes(result) + sum(freeable_bytes(c) for c in result.get("containers") or [])
+        rows.append((host["host"], status, result["level"], "%.1f" % fs["used_percent"], format_bytes(fs["free_bytes"]),
+                     format_bytes(result["tmp_bytes"]), sum(1 for s in result["sessions"] if not s["live"]),
+                     format_bytes(freeable), reason))
+    header = ("host", "status", "level", "used %", "free", "tmp", "stale", "freeable", "reason")
+    lines = table(header, rows, right=(3, 4, 5, 6, 7))
+    return ["Ray disk report: fleet"] + lines + [footer(statuses, "see each node's report above")]
+
+
+def report_outcome(report: dict) -> tuple:
+    """``(status, reason)`` of a reached node's usage report: ``error`` when part of it could not be measured."""
+    if report.get("containers_error"):
+        return "error", shorten(report["containers_error"])
+    broken = [c for c in report.get("containers") or [] if c.get("error")]
+    if broken:
+        return "error", shorten("container %s: %s" % (broken[0]["name"], broken[0]["error"]))
+    if report.get("level") == "critical":
+        return "ok", shorten(report.get("summary") or "-")
+    return "ok", "-"
+
+
+KEPT_WORDS = {"fresh": "too new", "excluded": "excluded", "open": "open", "locked": "locked",
+              "live_socket": "a live socket", "device": "a device", "mount_point": "a mount point",
+              "other_filesystem": "on another filesystem", "changed": "changed meanwhile",
+              "not_empty": "kept its contents"}
+"""What each reason the remover keeps an entry for means, in the words of a table."""
+
+
+def kept_text(kept_by_reason: dict) -> str:
+    """``kept 12: 9 too new, 3 open``, or ``""`` when nothing was kept."""
+    total = sum(kept_by_reason.values())
+    if not total:
+        return ""
+    parts = ["%d %s" % (count, KEPT_WORDS.get(why, why)) for why, count in
+             sorted(kept_by_reason.items(), key=lambda item: (-item[1], item[0]))]
+    return "kept %d: %s" % (total, ", ".join(parts))
+
+
+SUGGESTED = {"clean_tmp_patterns": "litter matching patterns in %(where)s",
+             "remove_stale_sessions": "stale Ray sessions",
+             "clean_old_logs": "logs/old of the sessions",
+             "remove_stale_spill": "spill dirs of Ray nodes that no longer run here",
+             "remove_orphaned_spill": "spilled objects outside any session (left by crashed workers)",
+             "prune_uv_cache": "the uv cache"}
+
+
+def suggestion_message(item: dict, options) -> str:
+    """One line for a suggestion: what, how much cleanup would free (and keep, and why) or what frees it."""
+    what = SUGGESTED.get(item["action"], item["action"]) % {"where": options.tmp_dir}
+    if not item.get("by_cleanup"):
+        tail = "; 'uv cache prune' frees what no environment uses" if item["action"] == "prune_uv_cache" \
+            else "; cleanup does not remove them"
+        return "%s hold %s%s" % (what, format_bytes(item["bytes"]), tail)
+    line = "%s: cleanup would free %s (%d entries, older than %g h)" % (
+        what, format_bytes(item["bytes"]), item["entries"], options.max_age_hours)
+    kept = kept_text(item.get("kept_by_reason") or {})
+    return line + ("; " + kept if kept else "")
+
+
+def freeable_bytes(report: dict) -> int:
+    """What cleanup would free on a target now (its own rules), 0 when it would leave the target alone."""
+    return (report.get("cleanup") or {}).get("freed_bytes") or 0
+
+
+def summary_line(report: dict) -> str:
+    """One line for a human: fullness, level, what Ray holds and what cleanup would free now."""
+    fs = report["filesystem"]
+    live = sum(1 for s in report["sessions"] if s["live"])
+    stale = len(report["sessions"]) - live
+    line = "%s %.1f%% used (%s free), level %s; %s in %s; Ray %s: %d live, %d stale session(s); " % (
+        fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), report["level"],
+        format_bytes(report["tmp_bytes"]), report["tmp_dir"], report["node_role"], live, stale)
+    cleanup = report.get("cleanup") or {}
+    if cleanup.get("status") not in (None, "cleaned"):
+        line += "cleanup would skip it (%s)" % (cleanup.get("reason") or cleanup["status"])
+    else:
+        line += "cleanup would free %s" % format_bytes(freeable_bytes(report))
+        kept = kept_text(cleanup.get("kept_by_reason") or {})
+        if kept:
+            line += ", " + kept
+    activity = report.get("activity")
+    if activity:
+        if activity["busy"] is None:
+            line += "; activity unknown"
+        else:
+            line += "; busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "; idle"
+    if report.get("containers"):
+        line += "; %d container(s)" % len(report["containers"])
+    return printable(line)
+
+
+def untrusted_message(target: str, untrusted: list) -> Optional[str]:
+    """What to tell an operator when processes claim to be Ray's and were ignored, or None."""
+    if not untrusted:
+        return None
+    shown = "; ".join("pid %d %s: %s" % (p["pid"], p["kind"], p["reason"]) for p in untrusted[:5])
+    more = " (and %d more)" % (len(untrusted) - 5) if len(untrusted) > 5 else ""
+    return printable("%s: %d process(es) say they are Ray's but are not trusted, so the temp roots they name are not "
+                     "measured or cleaned: %s%s. If Ray runs as that user, add it to ray_users"
+                     % (target, len(untrusted), shown, more))
+
+
+def untrusted_messages(report: dict) -> list:
+    """``untrusted_message`` for the host and each container of a usage report, where there is one."""
+    found = [untrusted_message("host", report["untrusted_processes"])]
+    found += [untrusted_message(c["name"], c.get("untrusted_processes") or []) for c in report["containers"]]
+    return [message for message in found if message]
+
+
+def rotation_messages(report: dict) -> list:
+    """The ``log_rotation`` messages of the host and each container whose Ray's rotation is not in effect."""
+    found = []
+    for entry in [report] + list(report["containers"]):
+        rotation = entry.get("log_rotation")
+        if rotation and rotation["in_effect"] is False and rotation["message"]:
+            found.append(printable(rotation["message"]))
+    return found
+
+
+def _sessions(entry: dict) -> str:
+    live = sum(1 for session in entry["sessions"] if session["live"])
+    return "%d live, %d stale" % (live, len(entry["sessions"]) - live)
+
+
+def _activity(activity: Optional[dict]) -> str:
+    if not activity:
+        return "-"
+    if activity.get("busy") is None:
+        return "unknown (%s)" % activity.get("error")
+    return "busy (%s)" % "; ".join(activity["reasons"]) if activity["busy"] else "idle"
+
+
+def monitor_lines(report: dict) -> list:
+    """The ``monitor`` table of a usage report."""
+    lines = [report["summary"], ""]
+    lines += table(("FILESYSTEM", "MOUNTPOINT", "SIZE", "USED", "FREE", "LEVEL"), [
+        (fs["path"], mountpoint_of(fs["path"]), format_bytes(fs["total_bytes"]), "%.1f%%" % fs["used_percent"],
+         format_bytes(fs["free_bytes"]), fs["level"]) for fs in report["filesystems"]])
+    lines.append("")
+    lines += table(("CATEGORY", "BYTES", "FILES"), [
+        (name, format_bytes(report["categories"][name]["bytes"]), report["categories"][name]["files"])
+        for name in CATEGORIES])
+    lines.append("%s in %s; %s scanned (with the Ray temp roots and the uv cache)"
+                 % (format_bytes(report["tmp_bytes"]), report["tmp_dir"], format_bytes(report["scanned_bytes"])))
+    lines.append("Ray sessions: %s; node role %s" % (_sessions(report), report["node_role"]))
+    if report.get("activity") and report["activity"].get("why"):
+        lines.append("host %s: %s" % ("busy" if report["activity"]["busy"] else "idle", report["activity"]["why"]))
+    spill: dict = {}
+    for entry in report.get("spill_dirs") or []:
+        count, size = spill.get(entry["status"], (0, 0))
+        spill[entry["status"]] = (count + 1, size + entry["bytes"])
+    if spill:
+        lines.append("spill dirs outside the sessions: %s" % ", ".join(
+            "%d %s (%s)" % (count, status, format_bytes(size)) for status, (count, size) in sorted(spill.items())))
+    lines += ["suggestion: %s" % suggestion["message"] for suggestion in report["suggestions"]]
+    if report["error_count"]:
+        lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
+    lines += untrusted_messages(report)
+    lines += [rotation_line(name, entry) for name, entry in [("host", report)] + [
+        (entry["name"], entry) for entry in report["containers"]] if entry.get("log_rotation")]
+    lines += rotation_messages(report)
+    if report["containers"]:
+        rows = []
+        for entry in report["containers"]:
+            if entry["tmp_bytes"] is None:  # stopped, or could not be measured
+                rows.append((entry["name"], entry["status"], "-", "-", "-", "-", "-",
+                             "error: " + entry["error"] if entry["error"] else "-"))
+                continue
+            fs = entry["filesystem"]
+            rows.append((entry["name"], entry["status"], "%.1f%%" % fs["used_percent"], format_bytes(fs["free_bytes"]),
+                         entry["level"], format_bytes(entry["tmp_bytes"]), _sessions(entry),
+                         _activity(entry.get("activity"))))
+        lines.append("")
+        lines += table(("CONTAINER", "STATUS", "USED", "FREE", "LEVEL", "TMP", "SESSIONS", "ACTIVITY"), rows)
+    return lines
+
+
+def rotation_line(name: str, entry: dict) -> str:
+    """How the Ray of a target rotates its logs, and what it leaves to logrotate."""
+    rotation = entry["log_rotation"]
+    return "%s: Ray %s rotates its logs at %s bytes, %s backup(s) (%s; in effect: %s); leaves to logrotate: %s" % (
+        name, entry.get("ray_version") or "(version unknown)", rotation["max_bytes"], rotation["backup_count"],
+        ", ".join(rotation["ray_rotates"]) or "nothing", {True: "yes", False: "no", None: "unknown"}[
+            rotation["in_effect"]], ", ".join(rotation["logrotate_globs"]))
+
+
+def target_line(target: dict, dry_run: bool) -> str:
+    """One line for a cleanup target: status, what went, why."""
+    line = "%s (%s): %s" % (target["name"], target["kind"], target_status(target, dry_run))
+    if target["status"] == "cleaned":
+        line += ", %s %s, %d removed, %d errors" % (
+            "would free" if dry_run else "freed", format_bytes(target["freed_bytes"]), target["removed"],
+            target["error_count"])
+        line += ", " + (kept_text(target["kept_by_reason"]) or "kept 0")
+    if target["tmp_bytes_before"] is not None:
+        line += "; tmp %s -> %s" % (format_bytes(target["tmp_bytes_before"]), format_bytes(target["tmp_bytes_after"]))
+    if target["reason"]:
+        line += "; " + target["reason"]
+    return printable(line)
+
+
+def cleanup_lines(result: dict, dry_run: bool) -> list:
+    """What a cleanup did (or would do), per target, with the paths."""
+    lines = ["dry run: nothing was removed; this is what would go"] if dry_run else []
+    if result["status"] != "done":
+        return lines + ["cleanup %s: %s" % (result["status"], result["reason"])]
+    for target in result["targets"]:
+        lines.append(target_line(target, dry_run))
+        lines += ["  %s %s" % ("would remove" if dry_run else "removed", path) for path in target["removed_paths"]]
+        if target["removed"] > MAX_LISTED:
+            lines.append("  ... and %d more" % (target["removed"] - MAX_LISTED))
+        lines += ["  error %s: %s" % (error["path"], error["error"]) for error in target["errors"]]
+        untrusted = untrusted_message(target["name"], target["untrusted_processes"])
+        if untrusted:
+            lines.append("  " + untrusted)
+    if result["docker_prune"]:
+        lines.append("docker prune: %s reclaimed" % format_bytes(result["docker_prune"]["reclaimed_bytes"]))
+    lines.append("%s %s in total" % ("would free" if dry_run else "freed", format_bytes(result["freed_bytes"])))
+    return lines
