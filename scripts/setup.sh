@@ -9,7 +9,9 @@
 #   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
 #     rayops-test/debian-python:bookworm-2 (Debian minbase with python3, python3-venv, cron,
 #     logrotate; the tag changes when its package list does), and rayops-test/debian-bare:bookworm
-#     (python3 only: a fresh node for molecule's `fresh` scenario)
+#     (python3 only: a fresh node for molecule's `fresh` scenario); rayops-test/sshd:bookworm (debian-python's
+#     packages and openssh-server) and rayops-test/sshd-bare:bookworm (python3 and openssh-server only), the
+#     system tests' SSH fleet (no host keys in the image: each container makes its own)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
 #   - the users' Ray versions beside the newest (.venv's): venvs /var/cache/rayops-disk/ray-2.40.0 and
 #     ray-2.53.0 with ray[default]==<version>, from the same base python as .venv (pip re-run only when
@@ -34,6 +36,8 @@ REQS="$REPO/requirements/dev.txt"
 IMAGE="rayops-test/busybox:latest"
 PY_IMAGE="rayops-test/debian-python:bookworm-2"
 BARE_IMAGE="rayops-test/debian-bare:bookworm"
+SSHD_IMAGE="rayops-test/sshd:bookworm"
+SSHD_BARE_IMAGE="rayops-test/sshd-bare:bookworm"
 RAY_VERSIONS=(2.40.0 2.53.0)       # the users' versions; the newest is .venv's (requirements/dev.txt)
 RAY_IMAGE_VERSION=2.53.0
 RAY_IMAGE="rayops-test/ray:$RAY_IMAGE_VERSION"
@@ -180,7 +184,7 @@ fi
 
 # Debian images for molecule and for containers as Ansible hosts (mmdebstrap, no registry):
 # $PY_IMAGE has the role's packages already, so converging needs no mirror; $BARE_IMAGE has
-# python3 only, a fresh node for the role's dry run.
+# python3 only, a fresh node for the role's dry run. Further arguments go to mmdebstrap.
 debian_image() {
     local tag="$1" packages="$2" probe="$3" mirror
     if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -191,7 +195,7 @@ debian_image() {
     mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
     mmdebstrap --quiet --variant=minbase --include="$packages" \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' "${@:4}" \
         bookworm - "deb ${mirror:-http://deb.debian.org/debian} bookworm main" |
         docker import -c 'CMD ["sleep","infinity"]' - "$tag" >/dev/null
     docker run --rm --init "$tag" python3 -c "$probe" || die "image $tag failed its check: $probe"
@@ -200,6 +204,17 @@ debian_image() {
 debian_image "$PY_IMAGE" python3,python3-apt,python3-venv,python3-psutil,python3-docker,cron,logrotate,procps \
     'import psutil, docker, venv'
 debian_image "$BARE_IMAGE" python3 'import sys'
+# The SSH fleet of the playbook system tests (tests/system/sshfleet.py): sshd as the users' nodes run it. The
+# host keys openssh-server's postinst made are removed, or every container would share them: the fleet makes
+# each container's own at start (and /run/sshd, which mmdebstrap empties) and pins it in known_hosts.
+# sshd-bare is a node the module fails on (no psutil).
+# shellcheck disable=SC2016  # mmdebstrap's hook expands "$1" (the chroot)
+SSHD_HOOK='rm -f "$1"/etc/ssh/ssh_host_*_key "$1"/etc/ssh/ssh_host_*_key.pub'
+SSHD_PROBE='import os; assert os.access("/usr/sbin/sshd", os.X_OK) and not any(n.startswith("ssh_host_") for n in os.listdir("/etc/ssh"))'
+debian_image "$SSHD_IMAGE" python3,python3-apt,python3-venv,python3-psutil,python3-docker,cron,logrotate,procps,openssh-server \
+    "import psutil, docker, venv; $SSHD_PROBE" --customize-hook="$SSHD_HOOK"
+debian_image "$SSHD_BARE_IMAGE" python3,openssh-server \
+    "import importlib.util; assert importlib.util.find_spec('psutil') is None; $SSHD_PROBE" --customize-hook="$SSHD_HOOK"
 
 # --------------------------------------------------------------------------
 # 4. Python virtualenv
@@ -422,4 +437,4 @@ dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Vers
 av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
 rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
 log "ready: docker $dv; ansible-core $av; ray $rv (and ${RAY_VERSIONS[*]} in $CACHE/ray-<version>);" \
-    "images $IMAGE $PY_IMAGE $BARE_IMAGE $RAY_IMAGE"
+    "images $IMAGE $PY_IMAGE $BARE_IMAGE $SSHD_IMAGE $SSHD_BARE_IMAGE $RAY_IMAGE"

@@ -31,10 +31,10 @@ NODE_STATUSES = ("unreachable", "failed")
 
 def shorten(text: str, width: int = REASON_WIDTH) -> str:
     """``text`` on one line, at most ``width`` characters: a long one keeps its start and its end."""
-    flat = " ".join(printable(str(text)).split())
+    flat = printable(" ".join(str(text).split()))
     if len(flat) <= width:
         return flat
-    head = (width - 3) * 2 // 5
+    head = (width - 5) // 2
     return flat[:head].rstrip() + " ... " + flat[len(flat) - (width - 3 - head) + 2:].lstrip()
 
 
@@ -83,7 +83,8 @@ def failure_reason(message: Optional[str]) -> str:
     first = lines[0] if lines else "failed"
     if first.startswith("Task failed: "):
         first = first[len("Task failed: "):]
-    return shorten(first)
+    sentence = first.split(". ")[0]
+    return shorten(sentence if len(first) > REASON_WIDTH and len(sentence) >= 20 else first)
 
 
 def node_outcome(host: dict) -> tuple:

@@ -87,11 +87,15 @@ def peers_before():
     return {(ip, port) for ip, port, _pid in remote_tcp_peers()}
 
 
+STARTED_ENDPOINTS = set()
+"""``(address, port)`` of containers the tests started and reach over their bridge (the SSH fleet's sshd)."""
+
+
 @pytest.fixture(autouse=True)
 def only_loopback(peers_before):
-    """Fail a test that leaves a TCP connection to anything but loopback (the network is watched)."""
+    """Fail a test that leaves a TCP connection to anything but loopback or a container it started."""
     yield
-    new = {peer for peer in remote_tcp_peers() if peer[:2] not in peers_before}
+    new = {peer for peer in remote_tcp_peers() if peer[:2] not in peers_before and peer[:2] not in STARTED_ENDPOINTS}
     assert not new, "connections to non-loopback addresses: %s" % sorted(new)
 
 
@@ -426,3 +430,15 @@ def ray_container(docker_client):
         yield RayContainer(container)
     finally:
         container.remove(force=True)
+
+
+@pytest.fixture
+def ssh_fleet(docker_client):
+    """Containers reached over real SSH: node-idle, node-busy, node-bare, node-dead (see sshfleet.py)."""
+    from ansible_collections.rayops.disk.tests.system.sshfleet import SSHFleet
+
+    fleet = SSHFleet(docker_client, STARTED_ENDPOINTS)
+    try:
+        yield fleet.start()
+    finally:
+        fleet.close()

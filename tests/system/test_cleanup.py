@@ -64,7 +64,7 @@ def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_clie
     busy = docker_client.containers.run(IMAGE, ["sh", "-c", "while :; do :; done"], name=tag + "-busy", init=True,
                                         detach=True)
     idle = docker_client.containers.run(IMAGE, name=tag + "-idle", init=True, detach=True)
-    brief = docker_client.containers.run(IMAGE, ["sleep", "2"], name=tag + "-brief", init=True, detach=True)
+    docker_client.containers.run(IMAGE, ["sleep", "2"], name=tag + "-brief", init=True, detach=True)
     doomed = docker_client.containers.run(IMAGE, name=tag + "-doomed", init=True, detach=True)
     try:
         for container in (busy, idle):
@@ -73,7 +73,7 @@ def test_only_idle_workers_are_cleaned_and_vanishing_ones_are_errors(docker_clie
                 "max_age_hours": 1, "age_by": ["mtime"], "sample_seconds": 1}
         check = ansible_module("rayops.disk.ray_worker_cleanup", args, check=True)
         assert ls_tmp(idle) == ["keep", "pip-build-3", "ray_tmp_9", "tmpk2"]  # the dry run removed nothing
-        brief = docker_client.containers.run(IMAGE, ["sleep", "3"], name=tag + "-brief2", init=True, detach=True)
+        docker_client.containers.run(IMAGE, ["sleep", "3"], name=tag + "-brief2", init=True, detach=True)
         remover = threading.Timer(2.5, doomed.remove, kwargs={"force": True})  # removed while being sampled
         remover.start()
         # a window long enough that brief2 exits (3 s) and doomed goes (2.5 s) after the listing, however fast

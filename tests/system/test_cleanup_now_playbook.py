@@ -2,106 +2,58 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""playbooks/ray_cleanup_now.yml run by real ansible-playbook against a small fleet of local containers.
+"""playbooks/ray_cleanup_now.yml run by real ansible-playbook over real SSH against a small fleet (sshfleet.py).
 
-Each node of the fleet is a Debian container reached with the community.docker.docker connection (docker exec
-on the local engine's unix socket, no network); a fourth node's container does not exist, like the users'
-server "pending SSH access". Each container's /tmp is a small tmpfs, so its used % moves measurably.
+node-idle holds old litter, node-busy the same litter and a Ray task running user code, node-bare has no
+psutil (the module fails there), node-dead's address gives ``No route to host``. Each node's /tmp is a 64 MiB
+tmpfs, so its used % moves measurably. The table is read by the contract every fleet table keeps (see
+``sshfleet.parse_table``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import uuid
+import time
 
 import pytest
 
 from ansible_collections.rayops.disk.tests.system.conftest import run_ansible
+from ansible_collections.rayops.disk.tests.system.sshfleet import (
+    CLEANUP_COLUMNS,
+    CLEANUP_TARGET_COLUMNS,
+    HOSTS,
+    TMP_SIZE,
+    check_units,
+    parse_table,
+    recap,
+    size_bytes,
+    worst,
+)
 
 PLAYBOOK = "playbooks/ray_cleanup_now.yml"
-IMAGE = "rayops-test/debian-python:bookworm-2"
 OLD_LITTER = {"ray_tmp_1/pkg.zip": 4 << 20, "pip-build-2/setup.py": 1 << 20, "tmpk2/x": 4096,
               "keep-me/data": 65536}  # keep-me matches no pattern
-SIZE_UNITS = {"Bytes": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-ROW = re.compile(r"^(?P<host>\S+)\s+(?P<before>[\d.]+|-)\s+(?P<after>~?[\d.]+|-)\s+(?P<freed>[\d.]+ \w+|-)\s+"
-                 r"(?P<duration>[\d.]+ s|-)\s+(?P<status>dry run|\w+)(?:: (?P<reason>.*))?$")
-TARGET = re.compile(r"^  (?P<name>\S+)\s+(?P<tmp_before>[\d.]+ \w+)\s+(?P<tmp_after>[\d.]+ \w+)\s+"
-                    r"(?P<freed>[\d.]+ \w+)\s+(?P<status>would be cleaned|\w+)(?:: (?P<reason>.*))?$")
+LITTERED = ["keep-me", "pip-build-2", "ray_tmp_1", "ray_tmp_fresh", "tmpk2"]
+SIZE_COLUMNS = ("freed",)
+TARGET_SIZE_COLUMNS = ("tmp before", "tmp after", "freed")
+PERCENT = re.compile(r"^\d+\.\d$")
+DURATION = re.compile(r"^\d+\.\d s$")
 
 
-def size(text):
-    number, unit = text.split()
-    return float(number) * SIZE_UNITS[unit]
+def ls_tmp(fleet, node):
+    return sorted(fleet.shell(node, "ls -A /tmp").split())
 
 
-def shell(container, script):
-    code, out = container.exec_run(["bash", "-c", script])
-    assert code == 0, out.decode()
-    return out.decode()
+def used_percent(fleet, node):
+    """/tmp's used % as df computes it: used / (used + available)."""
+    used, avail = map(int, fleet.shell(node, "df -B1 --output=used,avail /tmp | tail -n 1").split())
+    return 100.0 * used / (used + avail)
 
 
-def ls_tmp(container):
-    return sorted(shell(container, "ls -A /tmp").split())
-
-
-def litter(container):
+def litter(fleet, node):
     """Old files under /tmp (3 days, by mtime; ctime cannot be set back) and one fresh one."""
-    commands = []
-    for path, nbytes in OLD_LITTER.items():
-        commands.append("mkdir -p /tmp/%s && head -c %d /dev/urandom > /tmp/%s" % (os.path.dirname(path), nbytes, path))
-    commands.append("head -c 1048576 /dev/urandom > /tmp/ray_tmp_fresh")
-    commands.append("touch -d '3 days ago' " + " ".join("/tmp/%s /tmp/%s" % (p, os.path.dirname(p)) for p in OLD_LITTER))
-    shell(container, " && ".join(commands))
-
-
-def table(stdout):
-    """The fleet table printed by the playbook: title, node rows with their target lines, footer."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("Ray cleanup now"))
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    end = next(i for i in range(start, len(lines)) if " node(s): " in lines[i])
-    body = [line[indent:] for line in lines[start:end + 1]]
-    rows, current = {}, None
-    for line in body[3:-1]:
-        target = TARGET.match(line)
-        if target:
-            current["targets"].append(target.groupdict())
-            continue
-        row = ROW.match(line)
-        assert row, "not a table row: %r\n%s" % (line, "\n".join(body))
-        current = rows[row["host"]] = dict(row.groupdict(), targets=[])
-    return body[0], rows, body[-1]
-
-
-@pytest.fixture
-def fleet(docker_client, tmp_path):
-    """Three worker containers (old litter, empty, busy), a node whose cleanup fails, one that is missing."""
-    tag = "rayops-now-%s" % uuid.uuid4().hex[:8]
-    containers = {}
-    try:
-        for role in ("idle", "empty", "busy"):
-            containers[role] = docker_client.containers.run(IMAGE, ["sleep", "infinity"], name="%s-%s" % (tag, role),
-                                                            init=True, detach=True, tmpfs={"/tmp": "size=32m"})
-        litter(containers["idle"])
-        litter(containers["busy"])
-        # A Ray worker running user code, as Ray titles it: busy, whatever its CPU.
-        containers["busy"].exec_run(["bash", "-c", "exec -a ray::train_step python3 -c 'while True: pass'"],
-                                    detach=True)
-        hosts = {"pending-node": {"ansible_host": "%s-pending" % tag}}  # first: the table needs no first node
-        hosts.update(("%s-node" % role, {"ansible_host": c.name}) for role, c in containers.items())
-        # Inventory variables reach the playbook: this node's cleanup fails (no such tmp dir), after measuring.
-        hosts["broken-node"] = {"ansible_host": containers["empty"].name, "ray_cleanup_now_tmp_dir": "/no/such/dir",
-                                "ray_cleanup_now_disk": "/tmp"}
-        inventory = tmp_path / "fleet.yml"
-        inventory.write_text(json.dumps({"all": {"vars": {"ansible_connection": "community.docker.docker",
-                                                          "ansible_python_interpreter": "/usr/bin/python3"},
-                                                 "hosts": hosts}}))  # JSON is YAML
-        yield str(inventory), containers
-    finally:
-        for container in docker_client.containers.list(all=True, filters={"name": tag}):
-            container.remove(force=True)
+    fleet.write_files(node, {"/tmp/" + path: size for path, size in OLD_LITTER.items()}, time.time() - 3 * 86400)
+    fleet.write_files(node, {"/tmp/ray_tmp_fresh": 1 << 20})
 
 
 def run_playbook(inventory, *args):
@@ -110,72 +62,111 @@ def run_playbook(inventory, *args):
     return run_ansible("ansible-playbook", "-i", inventory, PLAYBOOK, *(extra + list(args)))
 
 
-def test_dry_run_then_cleanup_of_a_fleet_with_an_unreachable_node(fleet):
-    inventory, containers = fleet
-    littered = ["keep-me", "pip-build-2", "ray_tmp_1", "ray_tmp_fresh", "tmpk2"]
+def cleanup_table(stdout):
+    """The fleet table; each node's status is the worst of its targets'."""
+    table = parse_table(stdout, "Ray cleanup now", CLEANUP_COLUMNS, CLEANUP_TARGET_COLUMNS)
+    check_units(table, SIZE_COLUMNS, TARGET_SIZE_COLUMNS)
+    for host, row in table.rows.items():
+        if row["targets"]:
+            assert row["status"] == worst(t["status"] for t in row["targets"]), "%s:\n%s" % (host, table.text())
+    return table
+
+
+@pytest.fixture
+def fleet(ssh_fleet):
+    litter(ssh_fleet, "node-idle")
+    litter(ssh_fleet, "node-busy")
+    return ssh_fleet
+
+
+def assert_unreached(rows, shown):
+    """node-dead is unreachable for its address, node-bare failed for its missing psutil; neither measured."""
+    dead, bare = rows["node-dead"], rows["node-bare"]
+    assert dead["status"] == "unreachable" and "No route to host" in dead["reason"], shown
+    assert bare["status"] == "failed" and "psutil" in bare["reason"], shown
+    for row in (dead, bare):
+        assert (row["used % before"], row["used % after"], row["freed"]) == ("-", "-", "-"), shown
+        assert row["duration"] == "-" or DURATION.match(row["duration"]), shown
+        assert row["targets"] == [], shown
+
+
+def test_dry_run_then_cleanup_of_a_fleet_over_ssh(fleet):
+    inventory = fleet.inventory()
 
     check = run_playbook(inventory, "--check", "--diff")
     output = check.stdout + check.stderr
-    assert check.returncode == 2, output  # the pending node was unreachable
-    title, rows, footer = table(check.stdout)
-    assert "DRY RUN" in title, title
-    assert ls_tmp(containers["idle"]) == littered  # nothing removed
-    assert ls_tmp(containers["busy"]) == littered
-    assert list(rows) == ["pending-node", "idle-node", "empty-node", "busy-node", "broken-node"]
-    assert rows["pending-node"]["status"] == "unreachable"
-    assert rows["broken-node"]["status"] == "failed"
-    for host in ("idle-node", "empty-node", "busy-node"):
-        assert rows[host]["status"] == "dry run", rows[host]
-        assert rows[host]["after"].startswith("~")  # projected
-    assert [t["status"] for t in rows["idle-node"]["targets"]] == ["would be cleaned"]
-    assert [t["status"] for t in rows["empty-node"]["targets"]] == ["skipped_below_threshold"]
-    assert [t["status"] for t in rows["busy-node"]["targets"]] == ["skipped_active"]
-    assert size(rows["idle-node"]["freed"]) >= 5 << 20  # would be freed
-    assert float(rows["idle-node"]["after"][1:]) < float(rows["idle-node"]["before"])
-    assert "host: /tmp/ray_tmp_1/pkg.zip" in check.stdout  # --diff lists the paths
-    assert "would be freed" in footer
+    assert check.returncode == 2, output  # node-dead unreachable, node-bare failed
+    table = cleanup_table(check.stdout)
+    shown = table.text()
+    assert table.title.startswith("Ray cleanup now") and "DRY RUN" in table.title, shown
+    assert list(table.rows) == list(HOSTS), shown  # every inventory host, in its order
+    assert ls_tmp(fleet, "node-idle") == LITTERED and ls_tmp(fleet, "node-busy") == LITTERED  # nothing removed
+    rows = table.rows
+    assert {host: row["status"] for host, row in rows.items()} == {
+        "node-idle": "would_clean", "node-busy": "skipped_active", "node-bare": "failed",
+        "node-dead": "unreachable"}, shown
+    assert_unreached(rows, shown)
+    idle = rows["node-idle"]
+    assert [t["status"] for t in idle["targets"]] == ["would_clean"], shown
+    assert [t["status"] for t in rows["node-busy"]["targets"]] == ["skipped_active"], shown
+    assert "ray::train_step" in rows["node-busy"]["targets"][0]["reason"], shown
+    predicted = size_bytes(idle["freed"])
+    assert predicted >= 5 << 20, shown  # 5 MiB and 4 KiB of old litter
+    for host in ("node-idle", "node-busy"):
+        row = rows[host]
+        assert PERCENT.match(row["used % before"]) and row["used % after"].startswith("~"), shown  # projected
+        before, after = float(row["used % before"]), float(row["used % after"][1:])
+        # after = before - freed: each rounded to 0.1 (the percents) or to 0.1 MiB (freed, of a 64 MiB disk)
+        assert abs(before - 100.0 * size_bytes(row["freed"]) / TMP_SIZE - after) <= 0.2, shown
+        assert DURATION.match(row["duration"]), shown
+    assert float(idle["used % after"][1:]) < float(idle["used % before"]), shown
+    assert size_bytes(rows["node-busy"]["freed"]) == 0, shown
+    assert "/tmp/ray_tmp_1/pkg.zip" in check.stdout  # --diff lists the paths
+    assert "4 node(s): " in table.footer, shown
 
     real = run_playbook(inventory)
     output = real.stdout + real.stderr
     assert real.returncode == 2, output
-    title, rows, footer = table(real.stdout)
-    assert "DRY RUN" not in title
-    statuses = {host: row["status"] for host, row in rows.items()}
-    assert statuses == {"pending-node": "unreachable", "idle-node": "cleaned", "empty-node": "skipped_below_threshold",
-                        "busy-node": "skipped_active", "broken-node": "failed"}, \
-        "\n".join([title] + list(map(str, rows.values())))
-    assert ls_tmp(containers["idle"]) == ["keep-me", "ray_tmp_fresh"]  # old litter gone, fresh and unmatched kept
-    assert ls_tmp(containers["busy"]) == littered  # never touched while Ray runs user code
-    assert re.search(r"Ray runs user code: ray::train_step", rows["busy-node"]["targets"][0]["reason"])
+    table = cleanup_table(real.stdout)
+    shown = table.text()
+    rows = table.rows
+    assert table.title.startswith("Ray cleanup now") and "DRY RUN" not in table.title, shown
+    assert list(rows) == list(HOSTS), shown
+    assert {host: row["status"] for host, row in rows.items()} == {
+        "node-idle": "cleaned", "node-busy": "skipped_active", "node-bare": "failed",
+        "node-dead": "unreachable"}, shown
+    assert_unreached(rows, shown)
+    assert ls_tmp(fleet, "node-idle") == ["keep-me", "ray_tmp_fresh"]  # old litter gone, fresh and unmatched kept
+    assert ls_tmp(fleet, "node-busy") == LITTERED  # never touched while Ray runs user code
+    idle = rows["node-idle"]
+    assert [t["status"] for t in idle["targets"]] == ["cleaned"], shown
+    assert size_bytes(idle["freed"]) == predicted, shown  # the dry run said what the cleanup frees
+    before, after = float(idle["used % before"]), float(idle["used % after"])
+    assert before >= 9.0 and after <= 2.5, shown  # 6+ MiB of a 64 MiB tmpfs, then 1 MiB and 64 KiB
+    # Measured as df measures, while Ansible's own module payload (AnsiballZ, about 0.3 MiB) sits in /tmp.
+    assert 0 <= after - used_percent(fleet, "node-idle") <= 0.6, shown
+    assert 0 < float(idle["duration"].split()[0]) < 120, shown
+    target = idle["targets"][0]
+    assert size_bytes(target["tmp before"]) - size_bytes(target["tmp after"]) >= 5 << 20, shown
+    busy = rows["node-busy"]
+    assert size_bytes(busy["freed"]) == 0 and busy["used % after"] == busy["used % before"], shown
+    assert "ray::train_step" in busy["targets"][0]["reason"], shown
+    assert "4 node(s): " in table.footer, shown
 
-    idle = rows["idle-node"]
-    assert size(idle["freed"]) >= 5 << 20  # shown to two decimals: 5.00 MB and up
-    before, after = float(idle["before"]), float(idle["after"])
-    assert before >= 15.0 and after <= 5.0, idle  # a 32 MiB tmpfs with 5+ MiB of litter, then ~1 MiB
-    assert idle["duration"] != "-" and 0 < float(idle["duration"].split()[0]) < 120
-    assert size(idle["targets"][0]["tmp_before"]) > size(idle["targets"][0]["tmp_after"])
-    for host in ("empty-node", "busy-node"):
-        assert size(rows[host]["freed"]) == 0, rows[host]
-        assert rows[host]["before"] != "-" and rows[host]["after"] == rows[host]["after"].lstrip("~") != "-"
-    pending = rows["pending-node"]
-    assert (pending["before"], pending["after"], pending["freed"], pending["duration"]) == ("-", "-", "-", "-")
-    broken = rows["broken-node"]
-    assert broken["reason"].startswith("Clean idle Ray workers: ") and "/no/such/dir" in broken["reason"], broken
-    assert broken["before"] != "-" and (broken["after"], broken["freed"], broken["duration"]) == ("-", "-", "-")
-    assert footer.startswith("5 node(s): 1 cleaned, 1 failed, 1 skipped_active, 1 skipped_below_threshold, "
-                             "1 unreachable; 5."), footer
+    counts = recap(real.stdout)
+    assert counts["node-dead"]["failed"] == 1 and counts["node-bare"]["failed"] == 1, real.stdout  # and said so
+    assert counts["node-idle"]["changed"] == 1 and counts["node-idle"]["failed"] == 0, real.stdout
+    assert counts["node-busy"]["changed"] == 0 and counts["node-busy"]["failed"] == 0, real.stdout
 
-    recap = {m["host"]: m for m in re.finditer(r"^(?P<host>\S+)\s+: ok=\d+\s+changed=(?P<changed>\d+)\s+"
-                                               r"unreachable=\d+\s+failed=(?P<failed>\d+)", real.stdout, re.M)}
-    assert recap["pending-node"]["failed"] == "1"  # the play goes on past it, and says so at the end
-    assert recap["broken-node"]["failed"] == "1"
-    assert recap["idle-node"]["changed"] == "1"
-    assert all(recap[host]["failed"] == "0" for host in ("idle-node", "empty-node", "busy-node")), real.stdout
-    assert "pending-node unreachable: " in real.stdout
-
-    again = run_playbook(inventory, "--limit", "idle-node")
+    again = run_playbook(inventory, "--limit", "node-idle")
     assert again.returncode == 0, again.stdout + again.stderr  # every node reached: success
-    _title, rows, footer = table(again.stdout)
-    assert list(rows) == ["idle-node"] and rows["idle-node"]["status"] == "cleaned"
-    assert size(rows["idle-node"]["freed"]) == 0  # nothing left to remove
-    assert re.search(r"idle-node\s+: ok=\d+\s+changed=0 ", again.stdout)
+    table = cleanup_table(again.stdout)
+    assert list(table.rows) == ["node-idle"] and table.rows["node-idle"]["status"] == "cleaned", table.text()
+    assert size_bytes(table.rows["node-idle"]["freed"]) == 0, table.text()  # nothing left to remove
+    assert recap(again.stdout)["node-idle"]["changed"] == 0, again.stdout
+
+    below = run_playbook(inventory, "--limit", "node-idle", "-e", "ray_cleanup_now_min_tmp_size=1GB")
+    assert below.returncode == 0, below.stdout + below.stderr
+    table = cleanup_table(below.stdout)
+    assert table.rows["node-idle"]["status"] == "skipped_below_threshold", table.text()
+    assert ls_tmp(fleet, "node-idle") == ["keep-me", "ray_tmp_fresh"]

@@ -53,10 +53,27 @@ def test_gitlab_ci_runs_the_readme_tests_and_deploys_production_only_by_hand():
     assert not any("production" in line for job in ("lint", "test") for line in pipeline[job]["script"])
 
 
-def test_deploy_playbook_targets_the_named_inventory_and_prometheus_hosts():
-    proc = run_ansible("ansible-playbook", "--list-hosts", "playbooks/deploy_ray_cleanup.yml")
+def deploy_plays(*args):
+    """``ansible-playbook --list-hosts`` of the deploy playbook: each play's section, and stderr."""
+    proc = run_ansible("ansible-playbook", "--list-hosts", "playbooks/deploy_ray_cleanup.yml", *args)
     assert proc.returncode == 0, proc.stderr
-    plays = proc.stdout.split("play #")[1:]
+    return proc.stdout.split("play #")[1:], proc.stderr
+
+
+def test_deploy_playbook_targets_the_named_inventory_and_prometheus_hosts(tmp_path):
+    plays, stderr = deploy_plays()
     assert len(plays) == 2
     assert "hosts (1):" in plays[0] and "localhost" in plays[0]
     assert "hosts (0):" in plays[1]
+    # No prometheus group: no "Could not match supplied host pattern, ignoring: prometheus" on every deploy.
+    assert "WARNING" not in stderr and "Could not match" not in stderr, stderr
+
+    # With one, its hosts get the rules, and only they.
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {
+        "hosts": {"node1": {"ansible_connection": "local"}},
+        "children": {"prometheus": {"hosts": {"prom1": {"ansible_connection": "local"}}}}}}))
+    plays, stderr = deploy_plays("-i", str(inventory))
+    assert "hosts (2):" in plays[0] and "node1" in plays[0] and "prom1" in plays[0]
+    assert "hosts (1):" in plays[1] and "prom1" in plays[1] and "node1" not in plays[1]
+    assert "WARNING" not in stderr, stderr
