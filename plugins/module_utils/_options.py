@@ -195,8 +195,8 @@ def _thresholds() -> dict:
 
 
 @dataclass
-class UsageOptions:
-    """Inputs of a usage report (``ray_tmp_usage``), validated by ``validate()``."""
+class TargetOptions:
+    """What the usage report and the cleanup share: where to look, what cleanup takes, and busy or idle."""
 
     tmp_dir: str = _default("tmp_dir")
     ray_temp_dir: Optional[str] = _default("ray_temp_dir")
@@ -209,19 +209,25 @@ class UsageOptions:
     clean_stale_sessions: bool = _default("clean_stale_sessions")
     clean_old_logs: bool = _default("clean_old_logs")
     clean_stale_spill: bool = _default("clean_stale_spill")
-    thresholds: dict = field(default_factory=_thresholds)
-    uv_cache_dir: Optional[str] = _default("uv_cache_dir")
     containers: Any = _default("containers")
     container_name_filter: str = _default("container_name_filter")
     container_tmp_dir: str = _default("container_tmp_dir")
     docker_host: Optional[str] = _default("docker_host")
-    scan_workers: Optional[int] = _default("scan_workers")
-    activity: bool = _default("activity")
     cpu_idle_percent: float = _default("cpu_idle_percent")
     sample_seconds: float = _default("sample_seconds")
     ray_users: tuple = _default("ray_users")
     busy_titles: tuple = _default("busy_titles")
     idle_titles: tuple = _default("idle_titles")
+
+
+@dataclass
+class UsageOptions(TargetOptions):
+    """Inputs of a usage report (``ray_tmp_usage``), validated by ``validate()``."""
+
+    thresholds: dict = field(default_factory=_thresholds)
+    uv_cache_dir: Optional[str] = _default("uv_cache_dir")
+    scan_workers: Optional[int] = _default("scan_workers")
+    activity: bool = _default("activity")
     rotation_max_bytes: Any = _default("rotation_max_bytes")
     rotation_backup_count: Optional[int] = _default("rotation_backup_count")
 
@@ -283,35 +289,15 @@ class UsageOptions:
 
 
 @dataclass
-class CleanupOptions:
+class CleanupOptions(TargetOptions):
     """Inputs of a cleanup run (``ray_worker_cleanup``), validated by ``validate()``."""
 
-    tmp_dir: str = _default("tmp_dir")
-    ray_temp_dir: Optional[str] = _default("ray_temp_dir")
-    spill_dirs: tuple = _default("spill_dirs")
-    patterns: tuple = _default("patterns")
-    exclude: tuple = _default("exclude")
-    max_age_hours: float = _default("max_age_hours")
-    age_by: tuple = _default("age_by")
-    min_tmp_size: object = _default("min_tmp_size")
-    cpu_idle_percent: float = _default("cpu_idle_percent")
-    sample_seconds: float = _default("sample_seconds")
-    clean_stale_sessions: bool = _default("clean_stale_sessions")
-    clean_old_logs: bool = _default("clean_old_logs")
-    clean_stale_spill: bool = _default("clean_stale_spill")
     host: bool = _default("host")
-    containers: Any = _default("containers")
-    container_name_filter: str = _default("container_name_filter")
-    container_tmp_dir: str = _default("container_tmp_dir")
-    docker_host: Optional[str] = _default("docker_host")
     docker_prune: bool = _default("docker_prune")
     force: bool = _default("force")
     lock_file: str = _default("lock_file")
     lock_timeout: float = _default("lock_timeout")
     audit_log: Optional[str] = _default("audit_log")
-    ray_users: tuple = _default("ray_users")
-    busy_titles: tuple = _default("busy_titles")
-    idle_titles: tuple = _default("idle_titles")
     disk: Optional[str] = _default("disk")
     min_tmp_bytes: int = field(default=0, init=False)
 
@@ -332,17 +318,8 @@ class CleanupOptions:
 
     def usage_options(self) -> UsageOptions:
         """The options measuring and sampling a target take from these."""
-        return UsageOptions(tmp_dir=self.tmp_dir, ray_temp_dir=self.ray_temp_dir, patterns=tuple(self.patterns),
-                            spill_dirs=tuple(self.spill_dirs), exclude=tuple(self.exclude),
-                            max_age_hours=self.max_age_hours, age_by=tuple(self.age_by),
-                            min_tmp_size=self.min_tmp_size, clean_stale_sessions=self.clean_stale_sessions,
-                            clean_old_logs=self.clean_old_logs, clean_stale_spill=self.clean_stale_spill,
-                            containers=self.containers,
-                            container_name_filter=self.container_name_filter, docker_host=self.docker_host,
-                            container_tmp_dir=self.container_tmp_dir,
-                            activity=True, cpu_idle_percent=self.cpu_idle_percent,
-                            sample_seconds=self.sample_seconds, uv_cache_dir=None, ray_users=tuple(self.ray_users),
-                            busy_titles=tuple(self.busy_titles), idle_titles=tuple(self.idle_titles))
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TargetOptions)}
+        return UsageOptions(activity=True, uv_cache_dir=None, **shared)
 
 
 def check_cleanup_rules(options) -> None:
