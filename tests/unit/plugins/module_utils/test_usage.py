@@ -268,6 +268,8 @@ def test_levels(used, level):
     ({"thresholds": {"info": 90, "warning": 80, "critical": 95}}, "info 90, warning 80, critical 95 must increase"),
     ({"thresholds": {"info": -1, "warning": 80, "critical": 95}}, "thresholds.info -1 is outside 0-100"),
     ({"max_age_hours": -2}, "max_age_hours -2 is negative"),
+    ({"container_name_filter": ""}, "container_name_filter '' would match every container or none"),
+    ({"containers": "maybe"}, "containers 'maybe' is not true, false or auto"),
     ({"ray_temp_dir": "ray"}, "ray_temp_dir 'ray' is not an absolute path"),
     ({"scan_workers": 0}, "scan_workers 0 must be 1 or more"),
 ])

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from ansible_collections.rayops.disk.plugins.module_utils import _targets
 from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage
 from ansible_collections.rayops.disk.tests.unit.conftest import du_bytes, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
@@ -106,11 +107,14 @@ def test_missing_psutil_gives_missing_required_lib(run_module, tree, monkeypatch
     assert "Failed to import the required Python library (psutil)" in result["msg"]
 
 
-def test_missing_docker_sdk_only_matters_for_containers(run_module, tree, monkeypatch):
+def test_missing_docker_sdk_only_matters_for_containers(run_module, tree, monkeypatch, tmp_path):
     monkeypatch.setattr(ray_tmp_usage, "docker", None)
     assert run_module(ray_tmp_usage.main, args_for(tree))["containers"] == []
-    for containers in (True, "auto"):  # auto: this machine has a Docker socket
-        assert os.path.exists("/var/run/docker.sock")
+    assert run_module(ray_tmp_usage.main, args_for(tree, containers="auto"))["containers"] == []  # no Docker here
+    socket_file = tmp_path / "docker.sock"
+    socket_file.write_text("")
+    monkeypatch.setattr(_targets, "DOCKER_SOCKET", str(socket_file))  # a node with Docker
+    for containers in (True, "auto"):
         result = fail_module(ray_tmp_usage.main, args_for(tree, containers=containers))
         assert "Failed to import the required Python library (docker)" in result["msg"]
 
