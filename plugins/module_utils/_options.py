@@ -269,8 +269,8 @@ class UsageOptions(TargetOptions):
         check_patterns(self.patterns)
         check_switch("containers", self.containers)
         name_filter = self.container_name_filter
-        if not isinstance(name_filter, str) or not name_filter.strip() or any(c.isspace() or ord(c) < 32
-                                                                             for c in name_filter):
+        if not isinstance(name_filter, str) or not name_filter.strip() or \
+                any(c.isspace() or ord(c) < 32 for c in name_filter):
             raise UsageError("container_name_filter %r would match every container or none; give Docker's name "
                              "filter of the Ray workers, without spaces, for example ray-worker" % (name_filter,))
         check_cleanup_rules(self)
