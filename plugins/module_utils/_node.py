@@ -25,7 +25,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageEr
 from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of
 from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
-from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, node_targets
+from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets
 from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
 from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, beyond_cleanup, default_uv_cache_dir
 
@@ -79,6 +79,8 @@ def _container_entry(slot: Slot, options: UsageOptions, psutil, now: float) -> d
              "tmp_bytes": None, "error": slot.reason if slot.status == "error" else None}
     if slot.activity is not None:
         entry["activity"] = slot.activity
+    enter(slot)
+    entry["error"] = slot.reason if slot.status == "error" else None
     if slot.status is not None:
         return entry  # a stopped container's /tmp cannot be reached; its status says why
     try:
@@ -147,6 +149,7 @@ class Cleanup:
 
     def _target(self, slot: Slot, usage: UsageOptions, cleaner: TargetCleaner) -> dict:
         options = usage if slot.kind == "host" else usage.for_container()  # a container's own tmp dir and Ray
+        enter(slot)
         if slot.status is not None:
             status = "skipped_not_running" if slot.status == "not_running" else "error"
             return new_entry(slot.name, slot.kind, status, slot.reason, options.tmp_dir)

@@ -100,17 +100,24 @@ def node_targets(options, psutil, docker, host: bool = True, activity: bool = Fa
             containers = []
         for container in containers:
             slot = Slot(container.name, "container", None, container=container)
-            try:
-                slot.target = container_target(container)
-                slot.environ = container_env(container.attrs)
-            except NotRunning as exc:
-                slot.status, slot.reason = "not_running", str(exc)
-            except LookupError as exc:
-                slot.status, slot.reason = "error", str(exc)
+            enter(slot)
             found.slots.append(slot)
     if activity:
         sample_activity(found.slots, options, psutil)
     return found
+
+
+def enter(slot: Slot) -> None:
+    """Resolve a container's root now (again, right before it is measured: it may have stopped meanwhile)."""
+    if slot.kind != "container" or slot.status is not None:
+        return
+    try:
+        slot.target = container_target(slot.container)
+        slot.environ = container_env(slot.container.attrs)
+    except NotRunning as exc:
+        slot.status, slot.reason, slot.target = "not_running", str(exc), None
+    except LookupError as exc:
+        slot.status, slot.reason, slot.target = "error", str(exc), None
 
 
 def sample_activity(slots: list, options, psutil) -> None:

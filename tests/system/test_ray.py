@@ -62,8 +62,8 @@ def test_one_live_one_stale_session_with_spilled_objects(any_ray_head):
     assert live["spilled_bytes"] == 0
 
     remove = [s for s in result["suggestions"] if s["action"] == "remove_stale_sessions"]
-    assert remove == []  # stale but fresh: younger than stale_after_hours (24)
-    aged = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "stale_after_hours": 0})
+    assert remove == []  # left alone: below min_tmp_size (5 GiB), and younger than max_age_hours (24)
+    aged = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": "/tmp", "max_age_hours": 0, "min_tmp_size": "0"})
     remove = [s for s in aged["suggestions"] if s["action"] == "remove_stale_sessions"]
     assert stale_path in remove[0]["paths"] and live_path not in remove[0]["paths"]
 

@@ -87,7 +87,7 @@ def test_custom_spill_dir_is_spilled_objects_and_a_dead_nodes_dir_is_cleaned(any
         (live_session,) = set(glob.glob(os.path.join(head.temp_dir, "session_2*"))) - {old_session}
         live_bytes = settled(live_dir)
         args = {"tmp_dir": empty_tmp, "ray_temp_dir": head.temp_dir}
-        usage = ansible_module("rayops.disk.ray_tmp_usage", dict(args, stale_after_hours=0))
+        usage = ansible_module("rayops.disk.ray_tmp_usage", dict(args, max_age_hours=0, min_tmp_size="0"))
 
         assert usage.get("failed") is not True, usage
         ours = {d["path"]: d for d in usage["spill_dirs"] if d["root"] == spill_dir}
