@@ -24,7 +24,7 @@ import time
 from ray_tree import COLLECTIONS, ensure_tree
 
 REMOVE = """
-import os, resource, sys, time
+import sys, time
 import psutil
 from ansible_collections.rayops.disk.plugins.module_utils._options import AGE_FIELDS
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
@@ -38,8 +38,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._remove import (
 )
 guards = Guards(used_inodes(psutil.pids()), locked_inodes(), socket_inodes(unix_socket_paths(Target("host"))))
 remover = Remover(sys.argv[1], Policy(time.time(), AGE_FIELDS), guards, dry_run=False)
-for name in os.listdir(sys.argv[1]):
-    remover.remove(name)
+if sys.argv[2] != "auto":
+    remover.workers = int(sys.argv[2])
+remover.remove_matching(lambda name: True)  # as the cleanup calls it
 print(remover.outcome.removed, remover.outcome.error_count)
 """
 
@@ -75,7 +76,8 @@ def main() -> None:
     contenders = {
         "rm -rf": lambda target: ["rm", "-rf", target],
         "systemd-tmpfiles --clean (age 0)": lambda target: ["systemd-tmpfiles", "--clean", conf],
-        "remover, all checks": lambda target: [sys.executable, "-c", REMOVE, target],
+        "remover, all checks (auto workers)": lambda target: [sys.executable, "-c", REMOVE, target, "auto"],
+        "remover, all checks (1 process)": lambda target: [sys.executable, "-c", REMOVE, target, "1"],
     }
     runs = {name: [] for name in contenders}
     try:
@@ -86,6 +88,9 @@ def main() -> None:
                     handle.write("e %s - - - 0\n" % target)
                 subprocess.run(["sync"], check=True)
                 runs[name].append(timed(argv(target), env))
+                left = len(os.listdir(target)) if os.path.isdir(target) else 0
+                if left:
+                    raise SystemExit("%s left %d entries in %s" % (name, left, target))
                 subprocess.run(["rm", "-rf", target], check=True)
     finally:
         subprocess.run(["rm", "-rf", scratch], check=True)

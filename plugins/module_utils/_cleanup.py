@@ -38,8 +38,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._remove import (
 from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
 
 ACTIONS = {"patterns": "clean_tmp_patterns", "old_logs": "clean_old_logs", "sessions": "remove_stale_sessions",
-           "spill": "remove_stale_spill"}
-"""The ``action`` of each kind of candidate group, as suggestions name it."""
+           "spill": "remove_stale_spill", "rotated_logs": "clean_rotated_logs",
+           "dead_worker_logs": "clean_dead_worker_logs"}
+"""The ``action`` of each kind of candidate group, as suggestions name it (the last two: under pressure only)."""
 
 
 class AuditLog:
@@ -97,6 +98,12 @@ def candidates(report: dict, options: UsageOptions, ray_roots_inside: set) -> li
     return groups
 
 
+def ray_roots_inside(report: dict) -> set:
+    """The names of the Ray temp roots directly in the report's tmp dir (never litter, whatever the patterns)."""
+    return {os.path.basename(r) for r in report["ray_temp_dirs"]
+            if os.path.dirname(os.path.normpath(r)) == os.path.normpath(report["tmp_dir"])}
+
+
 def spill_candidates(report: dict, options: UsageOptions, running: dict) -> list:
     """``(root, (), select, reason, kind)`` groups of the stale spill dirs of a report (``clean_stale_spill``).
 
@@ -139,6 +146,7 @@ class TargetCleaner:
         self.dry_run = dry_run
         self.force = force
         self.audit = audit
+        self._held: Optional[tuple] = None
 
     def gate(self, report: dict, activity: Optional[dict]) -> Optional[tuple]:
         """``(status, reason)`` when cleanup leaves the target alone, else None."""
@@ -161,25 +169,41 @@ class TargetCleaner:
         if gated:
             entry.update(status=gated[0], reason=gated[1])
             return entry
-        inside = {os.path.basename(r) for r in report["ray_temp_dirs"]
-                  if os.path.dirname(os.path.normpath(r)) == os.path.normpath(report["tmp_dir"])}
-        # Taken per target, right before its removals: a fresher snapshot of what processes hold.
-        guards = Guards(used_inodes(self.psutil.pids()), locked_inodes(),
-                        socket_inodes(unix_socket_paths(target), target.tree))
-        policy = Policy(self.now - self.options.max_age_hours * 3600.0, tuple(self.options.age_by),
-                        tuple(self.options.exclude))
-        groups = candidates(report, self.options, inside)
+        groups = candidates(report, self.options, ray_roots_inside(report))
         if report.get("spill_dirs"):
             groups += spill_candidates(report, self.options, live_node_ids(self.psutil))  # nodes running right now
-        for group in groups:
-            self._remove_group(entry, target, group, policy, guards)
+        self.remove(entry, target, groups, self.policy(self.options.max_age_hours * 3600.0))
         entry["tmp_bytes_after"] = before - entry["freed_bytes"]
         if activity["busy"]:
             entry["reason"] = "forced while busy: %s" % "; ".join(activity["reasons"])
         return entry
 
-    def _remove_group(self, entry: dict, target: Target, group: tuple, policy: Policy, guards: Guards) -> None:
+    def policy(self, min_age_seconds: float) -> Policy:
+        """What may go: older than ``min_age_seconds`` by every ``age_by`` time, and not excluded."""
+        return Policy(self.now - min_age_seconds, tuple(self.options.age_by), tuple(self.options.exclude))
+
+    def remove(self, entry: dict, target: Target, groups: list, policy: Policy, tier: Optional[str] = None) -> None:
+        """Remove (or, in a dry run, decide) each candidate group; add what went and what stayed to ``entry``."""
+        used, locked = self.held()
+        guards = Guards(used, locked, socket_inodes(unix_socket_paths(target), target.tree))
+        for group in groups:
+            self._remove_group(entry, target, group, policy, guards, tier)
+
+    def held(self) -> tuple:
+        """``(open or mapped inodes, locked inodes)`` of every process on the machine.
+
+        Taken per call, right before a target's removals: the freshest snapshot of what processes hold.  A dry run
+        removes nothing, so it takes one snapshot for all its targets (a report of 20 containers reads ``/proc`` once).
+        """
+        if self._held is None or not self.dry_run:
+            self._held = (used_inodes(self.psutil.pids()), locked_inodes())
+        return self._held
+
+    def _remove_group(self, entry: dict, target: Target, group: tuple, policy: Policy, guards: Guards,
+                      tier: Optional[str]) -> None:
         root, below, select, reason, kind = group
+        if tier:  # the audit log says which tier of a pressure reclaim took it
+            reason = "under pressure, tier %s: %s" % (tier, reason)
         tree = target.tree
         remover = Remover(target.host_path(root), policy, guards, self.dry_run, mountinfo=target.mountinfo(),
                           inner_root=root, below=below, tree=tree)
@@ -200,7 +224,8 @@ class TargetCleaner:
         outcome = remover.outcome
         entry["groups"].append({"action": ACTIONS[kind], "path": tree.inside(remover.root), "removed_paths": removed,
                                 "freed_bytes": outcome.freed_bytes, "removed": outcome.removed,
-                                "kept_by_reason": dict(outcome.kept_by_reason), "error_count": outcome.error_count})
+                                "kept_by_reason": dict(outcome.kept_by_reason), "error_count": outcome.error_count,
+                                "tier": tier})
         entry["freed_bytes"] += outcome.freed_bytes
         entry["removed"] += outcome.removed
         entry["removed_paths"].extend(tree.inside(p) for p in outcome.removed_paths)
@@ -215,8 +240,8 @@ class TargetCleaner:
         entry["error_count"] += outcome.error_count
 
 
-def freeable(target: Target, report: dict, options: UsageOptions, psutil, now: float) -> dict:
-    """What a cleanup of this target would do now: a dry run of ``clean_target``'s own rules and walk.
+def freeable(cleaner: TargetCleaner, target: Target, report: dict) -> dict:
+    """What a cleanup of this target would do now: a dry run (``cleaner``) of ``clean_target``'s own rules and walk.
 
     ``{"status", "reason", "freed_bytes", "kept_count", "kept_by_reason", "suggestions"}``; each suggestion is an
     action with the bytes it would free, the paths it looks in and what it would keep and why.  Without an
@@ -224,7 +249,7 @@ def freeable(target: Target, report: dict, options: UsageOptions, psutil, now: f
     """
     activity = report.get("activity") or {"busy": False, "reasons": []}
     entry = new_entry(target.name, "target", "cleaned", None, report["tmp_dir"])
-    TargetCleaner(options, psutil, now, dry_run=True).clean(entry, target, report, activity)
+    cleaner.clean(entry, target, report, activity)
     by_action: dict = {}
     for group in entry["groups"]:
         found = by_action.setdefault(group["action"], {"action": group["action"], "bytes": 0, "entries": 0,

@@ -20,19 +20,23 @@ import logging
 import logging.handlers
 import math
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 from typing import Any, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
+    PRESSURE_FILE,
     STATUS_COMMANDS,
     STATUS_FILE,
     USAGE_FILE,
     cleanup_succeeded,
     cleanup_text,
+    pressure_text,
     update_status,
     usage_text,
     write_textfile,
@@ -45,6 +49,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import (
     LEVELS,
     UsageOptions,
     config_defaults,
+    check_watch_interval,
     config_keys,
     level_for,
     option_names,
@@ -55,7 +60,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._text import (
     monitor_lines,
     summary_line,
     target_line,
+    tier_summary,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._watch import Guard
 from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
 
 PROG = "ray-maintenance"
@@ -76,6 +83,8 @@ KIND_CHECKS = {"path": "text", "text": "text", "names": "list", "paths": "list",
 FLAGS = {"max_age_hours": "--max-age-hours", "force": "--force", "min_tmp_size": "--min-tmp-size",
          "containers": "--containers", "metrics_dir": "--metrics-dir"}
 """The config keys a command-line flag sets (its value wins over the file's), and the flag."""
+METRICS_SECONDS = 15.0
+"""How often ``watch`` writes its metrics while nothing happens (its timestamp is the guard's heartbeat)."""
 CHECK_LEVELS = ("ok", "warning", "critical")
 """``check``'s levels, its exit codes 0, 1, 2 (``info`` is ok to it: a level for ``monitor`` and the metrics)."""
 
@@ -85,6 +94,8 @@ examples:
   ray-maintenance --json monitor               the same as one JSON document
   ray-maintenance check --threshold 85         exit 1 at 85 %% used, 2 at thresholds.critical
   ray-maintenance cleanup --dry-run            what cleanup would remove (removes nothing)
+  ray-maintenance cleanup --pressure --dry-run what the pressure guard would reclaim now, tier by tier
+  ray-maintenance watch                        the pressure guard, in the foreground (systemd runs it)
   ray-maintenance --config /etc/rayops/ray-maintenance.json cleanup --quiet      (cron)
   ray-maintenance --config FILE check-config   is FILE a good config? (exit 0, or 3 naming the bad key)
 
@@ -93,7 +104,8 @@ exit codes:
      (cleanup: skipped_not_running)
   1  a target had an error, Docker could not be reached (with containers on),
      docker prune failed, metrics could not be written, or cleanup was locked
-     out by another run (check: warning); check and monitor run by a user who
+     out by another run, or cleanup --pressure left a disk at or above
+     pressure_low_percent (check: warning); check and monitor run by a user who
      is not root only note on stderr what they may not write or use
   2  check: critical
   3  bad input: unknown option, bad or unreadable config, missing Python library
@@ -169,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--min-tmp-size", metavar="SIZE", help="leave a target alone below it (0: always clean)")
     cleanup.add_argument("--containers", action=argparse.BooleanOptionalAction, default=None,
                          help="also clean the running containers named like container_name_filter")
+    cleanup.add_argument("--pressure", action="store_true",
+                         help="run the pressure reclaim now, as watch does at pressure_high_percent: tiers, cheapest "
+                         "harm first, busy targets too, until every watched disk is below pressure_low_percent")
+    watch = commands.add_parser("watch", parents=[common], help="the pressure guard: reclaim within seconds when a "
+                                "disk fills (systemd runs it)",
+                                description="Every watch_interval_seconds, read the filesystems holding the tmp dirs "
+                                "and Ray temp roots of the host and its Ray worker containers (bytes and inodes); at "
+                                "pressure_high_percent run the pressure reclaim (cleanup --pressure) until below "
+                                "pressure_low_percent. Runs until SIGTERM; writes rayops_ray_pressure.prom.")
+    watch.add_argument("--once", action="store_true", help="look once (and reclaim if needed), then exit")
     commands.add_parser("check-config", parents=[common], help="is the config good? exit 0, else 3 and why",
                         description="Validate the config as a run would (every key and value, the same messages): "
                         "print 'config FILE: ok' and exit 0, or exit 3 with one line naming the bad key and the fix. "
@@ -308,6 +330,7 @@ def validate(config: dict, args: argparse.Namespace) -> None:
     """Raise ``UsageError`` for the first bad value, before anything is measured or touched."""
     cleanup_options(config).validate()
     usage_options(config).validate()
+    check_watch_interval(config["watch_interval_seconds"])
     for key in ("log_file", "metrics_dir"):
         if config[key] is not None and not os.path.isabs(config[key]):
             raise UsageError("%s %r is not an absolute path; give the full path, for example %s"
@@ -327,7 +350,7 @@ def validate(config: dict, args: argparse.Namespace) -> None:
 def missing_library_message(config: dict, command: str) -> Optional[str]:
     """What to install when a library this run needs cannot be imported, else None."""
     need_docker = containers_wanted(config["containers"], config["docker_host"]) or \
-        (command == "cleanup" and config["docker_prune"])
+        (command in ("cleanup", "watch") and config["docker_prune"])
     names = [name for name, _error in missing(psutil, docker, need_docker=need_docker)]
     if not names:
         return None
@@ -587,7 +610,8 @@ def cmd_cleanup(run: Run) -> tuple:
     dry_run = run.args.dry_run
     started = time.monotonic()
     try:
-        result = Cleanup(cleanup_options(run.config), psutil, docker, check_mode=dry_run).run()
+        options = dataclasses.replace(cleanup_options(run.config), pressure=run.args.pressure)
+        result = Cleanup(options, psutil, docker, check_mode=dry_run).run()
     except UsageError:
         raise
     except Exception as exc:  # a lock or audit file that cannot be opened
@@ -604,7 +628,15 @@ def cmd_cleanup(run: Run) -> tuple:
     for target in result["targets"]:
         if target["status"] == "error":
             run.problem("%s: %s" % (target["name"], target["reason"]))
-    code = max(EXIT_OK if cleanup_succeeded(result) else EXIT_PROBLEM,
+    relieved = True
+    if result.get("pressure"):
+        LOGGER.info("pressure reclaim%s in %.1fs: %s; %s", " (dry run)" if dry_run else "",
+                    result["pressure"]["seconds"], tier_summary(result["pressure"]),
+                    "; ".join(result["pressure"]["trigger"]) or "no disk at or above the low mark")
+    if result.get("pressure") and not result["pressure"]["relieved"]:
+        relieved = False
+        run.problem("pressure not relieved: %s" % "; ".join(result["pressure"]["still_above_low"]))
+    code = max(EXIT_OK if cleanup_succeeded(result) and relieved else EXIT_PROBLEM,
                run.write_metrics(CLEANUP_FILE, cleanup_text(result, duration)))
     if result["status"] == "done" and metrics_enabled(run.config, run.args):
         code = max(code, run.measure()[1])
@@ -616,7 +648,70 @@ def cmd_cleanup(run: Run) -> tuple:
     return code, summary
 
 
-COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup}
+def _watch_problems(run: Run, guard: Guard, said: list) -> list:
+    """Say the targets the guard cannot watch, when that list changes; the list said."""
+    if guard.state.problems != said:
+        for problem in guard.state.problems:
+            run.problem("watch: %s" % problem)
+    return guard.state.problems
+
+
+def _watch_reclaim(run: Run, result: dict) -> None:
+    """Log and print one reclaim of the guard."""
+    if result.get("failed"):
+        run.problem(result["msg"])
+        return
+    if result["status"] != "done":
+        LOGGER.warning("pressure: reclaim %s: %s", result["status"], result["reason"])
+        run.problem("pressure reclaim %s: %s (tried again at the next look)" % (result["status"], result["reason"]))
+        return
+    pressure = result["pressure"]
+    line = "pressure reclaim %s in %.1fs: freed %s (%s)" % (
+        result["guard_result"].replace("_", " "), pressure["seconds"], format_bytes(result["freed_bytes"]),
+        tier_summary(pressure))
+    LOGGER.log(logging.INFO if pressure["relieved"] else logging.WARNING, "%s; %s", line,
+               "; ".join(pressure["trigger"]))
+    for target in result["targets"]:
+        if target["status"] == "cleaned" or target["status"] == "error":
+            LOGGER.info("pressure target %s", target_line(target, False))
+    if not run.args.quiet:
+        sys.stdout.write("".join(_one_line(text) + "\n" for text in cleanup_lines(result, False)))
+        sys.stdout.flush()
+
+
+def cmd_watch(run: Run) -> tuple:
+    """The pressure guard: look, reclaim under pressure, write the metrics; until SIGTERM/SIGINT (or ``--once``)."""
+    guard = Guard(cleanup_options(run.config), psutil, docker)
+    interval = run.config["watch_interval_seconds"]
+    stop = threading.Event()
+    if not run.args.once:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+    marks = guard.state.marks
+    LOGGER.info("watch: looking every %gs; reclaim at %g%% of bytes or %g%% of inodes, down to %g%%",
+                interval, marks["bytes"], marks["inodes"], marks["low"])
+    said: list = []
+    written_at = None
+    code = EXIT_OK
+    while True:
+        result = guard.step()
+        said = _watch_problems(run, guard, said)
+        if result is not None:
+            _watch_reclaim(run, result)
+        now = time.monotonic()
+        if result is not None or written_at is None or now - written_at >= METRICS_SECONDS:
+            code = max(code, run.write_metrics(PRESSURE_FILE, pressure_text(guard.state)))
+            written_at = now
+        if run.args.once or stop.wait(interval):
+            break
+    counts = ", ".join("%s %s" % (count, name.replace("_", " ")) for name, count in guard.state.reclaims.items())
+    if run.args.once:  # 1 when the look leaves a disk at or above its high mark, or a reclaim failed or was locked out
+        troubled = guard.state.active or guard.state.reclaims["failed"] or guard.state.reclaims["locked"]
+        return max(code, EXIT_PROBLEM if troubled else EXIT_OK), "reclaims: %s" % counts
+    return EXIT_OK, "stopped; reclaims: %s" % counts
+
+
+COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup, "watch": cmd_watch}
 
 
 def _where(path: Optional[str]) -> str:

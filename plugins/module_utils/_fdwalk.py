@@ -180,3 +180,33 @@ class DirStack:
             os.close(self.frames[level].fd)
             self.frames[level].fd = None
             level -= 1
+
+
+class WorkCounter:
+    """The next index of shared work, for processes forked side by side (the scanner's and the remover's workers).
+
+    The counter is one 8-byte token in a pipe: a process reads it (the others block until it is back) and writes
+    back the index after it, so taking an index is two syscalls, needs no lock or shared memory (nor the import
+    of ``multiprocessing``), and a write of 8 bytes, below ``PIPE_BUF``, is always read whole.  Create it before
+    forking; every process then calls ``take`` until the index is past the end, and ``close``.
+    """
+
+    SIZE = 8
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.write(self.write_fd, (0).to_bytes(self.SIZE, "little"))
+
+    def take(self) -> int:
+        """The next index (from 0)."""
+        data = os.read(self.read_fd, self.SIZE)
+        if len(data) != self.SIZE:
+            raise RuntimeError("work counter broken")
+        index = int.from_bytes(data, "little")
+        os.write(self.write_fd, (index + 1).to_bytes(self.SIZE, "little"))
+        return index
+
+    def close(self) -> None:
+        """Close this process's ends of the pipe."""
+        os.close(self.read_fd)
+        os.close(self.write_fd)

@@ -233,15 +233,25 @@ def host_path_of(fd: int, mountinfo: str = "/proc/self/mountinfo") -> Optional[s
     return None
 
 
-def process_start_time(pid: int) -> Optional[int]:
-    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None if gone."""
+def _stat_field(pid: int, number: int) -> Optional[int]:
+    """Field ``number`` (1-based, as proc(5) counts) of ``/proc/<pid>/stat``, or None if the process is gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    fields = data[data.rfind(b")") + 2:].split()  # from field 3 on: the name in field 2 may hold spaces
+    return int(fields[number - 3]) if len(fields) > number - 3 else None
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None if gone."""
+    return _stat_field(pid, 22)
+
+
+def process_parent(pid: int) -> Optional[int]:
+    """A process's parent pid (``/proc/<pid>/stat`` field 4), or None if gone."""
+    return _stat_field(pid, 4)
 
 
 class TreeChanged(OSError):
@@ -319,13 +329,39 @@ def filesystem_of(path: Any, display: Optional[str] = None) -> dict:
     free = st.f_bavail * st.f_frsize
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     usable = used + free
+    inodes_used = st.f_files - st.f_ffree
     return {
         "path": display or path,
         "total_bytes": total,
         "used_bytes": used,
         "free_bytes": free,
         "used_percent": round(100.0 * used / usable, 1) if usable else 0.0,
+        "inodes_total": st.f_files,
+        "inodes_used": inodes_used,
+        "inodes_free": st.f_favail,
+        # None where the filesystem has no inode limit (btrfs, some overlays report 0 inodes)
+        "inodes_used_percent": round(100.0 * inodes_used / st.f_files, 1) if st.f_files else None,
     }
+
+
+def filesystems_under(tree: "Tree", paths: list, skipped: tuple = (FileNotFoundError,)) -> list:
+    """``(path, st_dev, figures)`` per filesystem holding one of ``paths``: the first path on each, opened inside
+    ``tree`` without following a symlink, with its ``filesystem_of`` figures.  A path raising one of ``skipped``
+    (by default: it does not exist) is left out; any other ``OSError`` is raised."""
+    found, seen = [], set()
+    for path in paths:
+        try:
+            fd = tree.open_dir(path)
+        except skipped:
+            continue
+        try:
+            dev = os.fstat(fd).st_dev
+            if dev not in seen:
+                seen.add(dev)
+                found.append((path, dev, filesystem_of(fd, display=path)))
+        finally:
+            os.close(fd)
+    return found
 
 
 def mountpoint_of(path: str) -> str:

@@ -33,6 +33,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORI
 USAGE_FILE = "rayops_ray_usage.prom"
 CLEANUP_FILE = "rayops_ray_cleanup.prom"
 STATUS_FILE = "rayops_ray_maintenance.prom"
+PRESSURE_FILE = "rayops_ray_pressure.prom"
 LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
 STATUS_COMMANDS = ("monitor", "cleanup")
 """The commands whose start is recorded in ``STATUS_FILE``: those cron runs (``check`` is a probe others run)."""
@@ -44,11 +45,12 @@ _STATUS_LINE = re.compile(r'^rayops_ray_maintenance_(start_error|start_error_tim
 
 @dataclass
 class Family:
-    """One metric: its name, help text and samples (all are gauges)."""
+    """One metric: its name, help text, samples and type (``gauge``, or ``counter`` for a ``_total``)."""
 
     name: str
     help: str
     samples: list = field(default_factory=list)
+    kind: str = "gauge"
 
     def add(self, value: float, **labels: str) -> None:
         """Add a sample; labels keep the order given."""
@@ -70,11 +72,11 @@ def _number(value: float) -> str:
 
 
 def render(families: list) -> str:
-    """The exposition text of ``families``: ``# HELP``, ``# TYPE gauge``, then the samples."""
+    """The exposition text of ``families``: ``# HELP``, ``# TYPE``, then the samples."""
     lines = []
     for family in families:
         lines.append("# HELP %s %s" % (family.name, family.help))
-        lines.append("# TYPE %s gauge" % family.name)
+        lines.append("# TYPE %s %s" % (family.name, family.kind))
         for labels, value in family.samples:
             pairs = ",".join('%s="%s"' % (key, escape_label(str(val))) for key, val in labels.items())
             lines.append("%s%s %s" % (family.name, "{%s}" % pairs if pairs else "", _number(value)))
@@ -99,6 +101,10 @@ def usage_families(report: dict, now: Optional[float] = None) -> list:
         ("filesystem_avail_bytes", "Bytes free for unprivileged users on the filesystem holding the tmp dir."),
         ("filesystem_used_bytes", "Bytes used on the filesystem holding the tmp dir."),
         ("filesystem_info", "A filesystem holding the tmp dir or a Ray temp root (always 1)."),
+        ("filesystem_inodes_used_ratio", "Share of the inodes used on the filesystem holding the tmp dir (none "
+         "where the filesystem has no inode limit)."),
+        ("deleted_open_bytes", "Bytes that deleted files still held open by a process keep allocated on the "
+         "target's filesystems: deleting frees them only when the process closes them."),
         ("tmp_bytes", "Allocated bytes under the target's tmp dir."),
         ("category_bytes", "Allocated bytes per category of what fills the tmp dir and Ray temp roots."),
         ("sessions", "Ray sessions by state (live or stale)."),
@@ -113,6 +119,10 @@ def usage_families(report: dict, now: Optional[float] = None) -> list:
         fams["filesystem_size_bytes"].add(fs["total_bytes"], **ids)
         fams["filesystem_avail_bytes"].add(fs["free_bytes"], **ids)
         fams["filesystem_used_bytes"].add(fs["used_bytes"], **ids)
+        if fs.get("inodes_used_percent") is not None:
+            fams["filesystem_inodes_used_ratio"].add(fs["inodes_used_percent"] / 100.0, **ids)
+        if entry.get("deleted_open") is not None:
+            fams["deleted_open_bytes"].add(entry["deleted_open"]["bytes"], **ids)
         for each, mountpoint in filesystems:
             fams["filesystem_info"].add(1, **ids, path=each["path"], mountpoint=mountpoint)
         fams["tmp_bytes"].add(entry["tmp_bytes"], **ids)
@@ -132,6 +142,47 @@ def usage_families(report: dict, now: Optional[float] = None) -> list:
 def usage_text(report: dict, now: Optional[float] = None) -> str:
     """The text of ``rayops_ray_usage.prom``."""
     return render(usage_families(report, now))
+
+
+def pressure_families(state) -> list:
+    """The families of ``rayops_ray_pressure.prom`` from the guard's state (``_watch.GuardState``) and its marks."""
+    fams = {name: Family("rayops_ray_pressure_" + name, text) for name, text in (
+        ("watch_timestamp_seconds", "When the pressure guard last looked at its filesystems (Unix time)."),
+        ("used_ratio", "Share of a watched filesystem used, by resource (bytes or inodes), at the guard's last look."),
+        ("high_ratio", "The guard's high mark, by resource: at or above it, it reclaims."),
+        ("low_ratio", "The guard's low mark: a reclaim stops below it."),
+        ("active", "1 while a watched filesystem is at or above its high mark after the guard's reclaim, else 0."),
+        ("last_reaction_seconds", "Seconds from the look that saw the high mark crossed to the end of the reclaim."),
+        ("last_reclaim_timestamp_seconds", "When the last pressure reclaim ended (Unix time)."),
+    )}
+    reclaims = Family("rayops_ray_pressure_reclaims_total", "Pressure reclaims since the guard started, by how they "
+                      "ended (relieved: below the low mark).", kind="counter")
+    freed = Family("rayops_ray_pressure_freed_bytes_total", "Bytes the guard's reclaims freed since it started, by "
+                   "tier.", kind="counter")
+    if state.looked_at is not None:
+        fams["watch_timestamp_seconds"].add(state.looked_at)
+    for reading in state.readings:
+        ids = {"target": reading.target, "kind": reading.kind, "path": reading.path}
+        fams["used_ratio"].add(reading.used_percent / 100.0, **ids, resource="bytes")
+        if reading.inodes_used_percent is not None:
+            fams["used_ratio"].add(reading.inodes_used_percent / 100.0, **ids, resource="inodes")
+    fams["high_ratio"].add(state.marks["bytes"] / 100.0, resource="bytes")
+    fams["high_ratio"].add(state.marks["inodes"] / 100.0, resource="inodes")
+    fams["low_ratio"].add(state.marks["low"] / 100.0)
+    fams["active"].add(1 if state.active else 0)
+    if state.last_reaction_seconds is not None:
+        fams["last_reaction_seconds"].add(state.last_reaction_seconds)
+        fams["last_reclaim_timestamp_seconds"].add(state.last_reclaim_at)
+    for result, count in state.reclaims.items():
+        reclaims.add(count, result=result)
+    for tier, count in state.freed.items():
+        freed.add(count, tier=tier)
+    return list(fams.values()) + [reclaims, freed]
+
+
+def pressure_text(state) -> str:
+    """The text of ``rayops_ray_pressure.prom``."""
+    return render(pressure_families(state))
 
 
 def cleanup_succeeded(result: Optional[dict]) -> bool:

@@ -21,10 +21,13 @@ from typing import Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._cleanup import AuditLog, TargetCleaner, freeable, new_entry
 from ansible_collections.rayops.disk.plugins.module_utils._containers import prune_docker
+from ansible_collections.rayops.disk.plugins.module_utils._deleted import deleted_by_target, deleted_open_files
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
-from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of
+from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets
 from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
 from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, beyond_cleanup, default_uv_cache_dir
@@ -35,7 +38,7 @@ OUTCOMES = ("error", "skipped_locked", "cleaned", "skipped_active", "skipped_bel
 
 CONTAINER_KEYS = ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
                   "suggestions", "cleanup", "errors", "error_count", "not_measured_count", "ray_version",
-                  "log_rotation", "spill_dirs")
+                  "log_rotation", "spill_dirs", "deleted_open")
 """What a container's entry in a usage report carries of its own report."""
 
 
@@ -54,9 +57,12 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     host = node.host
     report = TargetReport(host.target, options, psutil, now=now).measure()
     report["activity"] = host.activity
-    _add_cleanup_view(report, host, options, psutil, now)
+    cleaner = TargetCleaner(options, psutil, now, dry_run=True)  # one snapshot of what processes hold, for all
+    _add_cleanup_view(report, host, options, cleaner)
+    held = deleted_open_files(psutil)  # one look at every process's open files, for every target
+    report["deleted_open"] = deleted_by_target(held, None, filesystem_devs(host.target, report["filesystems"]))
     inner = options.for_container()  # each container's own tmp dir (container_tmp_dir) and Ray temp root
-    report["containers"] = [_container_entry(slot, inner, psutil, now) for slot in node.containers]
+    report["containers"] = [_container_entry(slot, inner, cleaner, held) for slot in node.containers]
     report["containers_error"] = node.containers_error
     if node.containers_error:
         report["errors"].append({"path": options.docker_host or "docker", "error": node.containers_error})
@@ -65,28 +71,35 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     return report
 
 
-def _add_cleanup_view(report: dict, slot: Slot, options: UsageOptions, psutil, now: float) -> None:
+def _add_cleanup_view(report: dict, slot: Slot, options: UsageOptions, cleaner: TargetCleaner) -> None:
     """``cleanup`` (what a cleanup would do now) and ``suggestions`` (its actions, then what it does not take)."""
-    report["cleanup"] = freeable(slot.target, report, options, psutil, now)
+    report["cleanup"] = freeable(cleaner, slot.target, report)
     found = report["cleanup"].pop("suggestions") + beyond_cleanup(report, options)
     report["suggestions"] = [dict(item, message=suggestion_message(item, options)) for item in found]
 
 
-def _container_entry(slot: Slot, options: UsageOptions, psutil, now: float) -> dict:
+def filesystem_devs(target: Target, filesystems: list) -> set:
+    """The device numbers of a report's filesystems, each opened inside the target's tree."""
+    paths = [fs["path"] for fs in filesystems]
+    return {dev for _path, dev, _fs in filesystems_under(target.tree, paths, skipped=(OSError,))}
+
+
+def _container_entry(slot: Slot, options: UsageOptions, cleaner: TargetCleaner, held: list) -> dict:
     """A container's entry: identity and status, and for a running one its report (not its own containers)."""
+    enter(slot)
     container = slot.container
     entry = {"name": slot.name, "id": container.short_id, "status": container.status, "tmp_dir": options.tmp_dir,
              "tmp_bytes": None, "error": slot.reason if slot.status == "error" else None}
     if slot.activity is not None:
         entry["activity"] = slot.activity
-    enter(slot)
-    entry["error"] = slot.reason if slot.status == "error" else None
     if slot.status is not None:
         return entry  # a stopped container's /tmp cannot be reached; its status says why
     try:
-        report = TargetReport(slot.target, options, psutil, environ=slot.environ, now=now).measure()
+        report = TargetReport(slot.target, options, cleaner.psutil, environ=slot.environ, now=cleaner.now).measure()
         report["activity"] = slot.activity
-        _add_cleanup_view(report, slot, options, psutil, now)
+        _add_cleanup_view(report, slot, options, cleaner)
+        report["deleted_open"] = deleted_by_target(held, slot.target.mnt_ns,
+                                                   filesystem_devs(slot.target, report["filesystems"]))
     except (LookupError, UsageError, OSError) as exc:
         entry["error"] = str(exc)
         return entry
@@ -120,7 +133,7 @@ class Cleanup:
         lock = CleanupLock(self.options.lock_file, self.options.lock_timeout)
         if not lock.acquire():
             result = {"changed": False, "freed_bytes": 0, "status": "skipped", "reason": lock.reason, "targets": [],
-                      "docker_prune": None, "containers_error": None}
+                      "docker_prune": None, "containers_error": None, "pressure": None}
         else:
             try:
                 audit = AuditLog(None if self.check_mode else self.options.audit_log)
@@ -136,8 +149,11 @@ class Cleanup:
 
     def _run(self, audit: AuditLog) -> dict:
         usage = self.options.usage_options()
-        node = node_targets(usage, self.psutil, self.docker, host=self.options.host, activity=True)
         cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
+        if self.options.pressure:  # the pressure reclaim samples activity only if it comes to its litter tiers
+            node = node_targets(usage, self.psutil, self.docker, host=self.options.host)
+            return PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner).run(node)
+        node = node_targets(usage, self.psutil, self.docker, host=self.options.host, activity=True)
         targets = [self._target(slot, usage, cleaner) for slot in node.slots]
         prune = None
         if self.options.docker_prune and not node.containers_error:
@@ -145,7 +161,7 @@ class Cleanup:
         freed = sum(t["freed_bytes"] for t in targets) + ((prune or {}).get("reclaimed_bytes") or 0)
         changed = any(t["removed"] for t in targets) or bool(prune and prune.get("changed"))
         return {"changed": changed, "freed_bytes": freed, "status": "done", "reason": None, "targets": targets,
-                "docker_prune": prune, "containers_error": node.containers_error}
+                "docker_prune": prune, "containers_error": node.containers_error, "pressure": None}
 
     def _target(self, slot: Slot, usage: UsageOptions, cleaner: TargetCleaner) -> dict:
         options = usage if slot.kind == "host" else usage.for_container()  # a container's own tmp dir and Ray

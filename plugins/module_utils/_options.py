@@ -123,6 +123,21 @@ OPTIONS = {option.name: option for option in (
     Option("disk", "path", None, "the directory whose filesystem's used % is reported before and after "
            "(default: tmp_dir)", "/var/lib/docker", config=False),
     Option("activity", "bool", False, "also tell whether each target is busy", True, config=False),
+    Option("pressure", "bool", False, "run the pressure reclaim now, as the guard does at pressure_high_percent: its "
+           "tiers, cheapest harm first, until below pressure_low_percent (instead of the idle cleanup)", True,
+           config=False),
+    Option("pressure_high_percent", "number", 90.0, "used % of a watched filesystem's bytes at or above which the "
+           "guard reclaims (below Ray's own 95)", 90),
+    Option("pressure_inodes_high_percent", "number", 90.0, "used % of a watched filesystem's inodes at or above "
+           "which the guard reclaims", 90),
+    Option("pressure_low_percent", "number", 80.0, "a reclaim stops once bytes and inodes are below this used %",
+           80),
+    Option("pressure_max_age_hours", "number", 1.0, "under pressure, pattern matches older than this go, from "
+           "busy targets too", 1),
+    Option("pressure_truncate_deleted_logs", "bool", False, "under pressure, empty Ray log files that are deleted "
+           "but still open (never another file)", False),
+    Option("watch_interval_seconds", "number", 5.0, "seconds between two looks of the guard (ray-maintenance "
+           "watch) at its filesystems, more than 0 and at most 60", 5),
 )}
 """The options, in the order the CLI lists its config keys."""
 
@@ -304,6 +319,12 @@ class CleanupOptions(TargetOptions):
     lock_timeout: float = _default("lock_timeout")
     audit_log: Optional[str] = _default("audit_log")
     disk: Optional[str] = _default("disk")
+    pressure: bool = _default("pressure")
+    pressure_high_percent: float = _default("pressure_high_percent")
+    pressure_inodes_high_percent: float = _default("pressure_inodes_high_percent")
+    pressure_low_percent: float = _default("pressure_low_percent")
+    pressure_max_age_hours: float = _default("pressure_max_age_hours")
+    pressure_truncate_deleted_logs: bool = _default("pressure_truncate_deleted_logs")
     min_tmp_bytes: int = field(default=0, init=False)
 
     def validate(self) -> None:
@@ -319,6 +340,7 @@ class CleanupOptions(TargetOptions):
             if value is not None and not os.path.isabs(value):
                 raise UsageError("%s %r is not an absolute path; give the full path, for example %s"
                                  % (option, value, OPTIONS[option].example))
+        check_pressure_marks(self)
         self.usage_options().validate()
 
     def usage_options(self) -> UsageOptions:
@@ -338,6 +360,29 @@ def check_cleanup_rules(options) -> None:
     if not options.age_by or set(options.age_by) - set(AGE_FIELDS):
         raise UsageError("age_by %r must be one or more of mtime, atime, ctime" % (list(options.age_by),))
     parse_size(options.min_tmp_size, "min_tmp_size")
+
+
+def check_pressure_marks(options) -> None:
+    """The guard's marks: percentages in 0-100, the low mark below both high ones, a non-negative age."""
+    for name in ("pressure_high_percent", "pressure_inodes_high_percent", "pressure_low_percent"):
+        value = getattr(options, name)
+        if not 0 < value <= 100:
+            raise UsageError("%s %r is outside 0-100; give a used percentage, for example %s: %s"
+                             % (name, value, name, OPTIONS[name].example))
+    low = options.pressure_low_percent
+    for name in ("pressure_high_percent", "pressure_inodes_high_percent"):
+        if low >= getattr(options, name):
+            raise UsageError("pressure_low_percent %r must be below %s %r, or a reclaim would never stop; for "
+                             "example 80 and 90" % (low, name, getattr(options, name)))
+    if options.pressure_max_age_hours < 0:
+        raise UsageError("pressure_max_age_hours %r is negative; use 0 (any age) or more hours, for example 1"
+                         % options.pressure_max_age_hours)
+
+
+def check_watch_interval(seconds: float) -> None:
+    """The guard looks at least once a minute (the issue's reaction time needs 10 s or less)."""
+    if not 0 < seconds <= 60:
+        raise UsageError("watch_interval_seconds %r must be more than 0 and at most 60; for example 5" % (seconds,))
 
 
 def switch(value: Any) -> Any:

@@ -30,6 +30,9 @@ The rules follow systemd-tmpfiles, tmpwatch and tmpreaper, and go past them:
 - Work is linear in the number of entries, however deep the tree: a path is
   spelt out only for what is listed (the first ``MAX_LISTED``), and the audit
   hook hears once per removed entry of the root, with totals.
+- ``remove_matching`` shares the entries of the root out to forked processes
+  (``Remover.workers``, one per CPU up to 4): each removes whole entries with
+  every check above, so no directory is walked, locked or emptied by two.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -40,9 +43,12 @@ import errno
 import fcntl
 import fnmatch
 import os
+import pickle
 import re
 import stat
 from dataclasses import dataclass, field
+from operator import attrgetter
+from select import select as wait_readable
 from typing import Callable, Iterable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error, display_path
@@ -53,6 +59,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
     NOT_A_DIRECTORY,
     REPLACED,
     VANISHED,
+    WorkCounter,
     open_listed_dir,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._fs import (
@@ -71,6 +78,10 @@ MAX_LISTED = 100
 
 MAX_SHOWN_DEPTH = 64
 """Components of a listed path shown in full; the middle of a deeper path is elided."""
+
+_S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
+_GUARDED_MODES = frozenset((stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
+"""File types ``Guards.reason`` looks at (live sockets, device nodes): such an entry takes the full path."""
 
 Where = Callable[[], list]
 """Names from the removal root down to an entry, spelt out only when needed."""
@@ -186,6 +197,26 @@ def socket_inodes(paths: Iterable[str], tree: Tree = HOST) -> frozenset:
     return frozenset(found)
 
 
+_LENGTH = 8
+"""Bytes of a worker's result length (see ``Remover._remove_in_workers``)."""
+
+
+def default_workers() -> int:
+    """Processes that remove side by side: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a pipe (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def shown(root: str, names: list) -> str:
     """A listed path: the root and the names, the middle elided past ``MAX_SHOWN_DEPTH`` levels."""
     if len(names) > MAX_SHOWN_DEPTH:
@@ -271,6 +302,9 @@ class Remover:
         self._host_root_of: Optional[tuple] = None
         self.mountinfo = mountinfo
         self.check_mounts = mounts_below(mountinfo, self.inner_base)
+        self._fast: Optional[tuple] = None
+        self.workers = default_workers()
+        """Processes ``remove_matching`` removes with, side by side (1: this one only)."""
         self.on_remove: Optional[Callable[[str, Optional[str], int, int], None]] = None
         """Called once per entry of the root that lost anything (in a dry run: would lose), with its path, its
         host path, the bytes freed and the entries removed in it (the entry itself included)."""
@@ -318,7 +352,12 @@ class Remover:
         return fd
 
     def remove_matching(self, select: Callable[[str], bool]) -> None:
-        """Remove, as far as the rules allow, every entry of the root whose name ``select`` accepts."""
+        """Remove, as far as the rules allow, every entry of the root whose name ``select`` accepts.
+
+        With ``workers`` > 1 and more than one entry, forked processes take the entries one at a time (each
+        removed by ``remove``, as here, with every check), and this process merges what each did, in the order
+        of the names, calling ``on_remove`` as each entry is done.
+        """
         root_fd = self._open_root()
         if root_fd is None:
             return
@@ -329,8 +368,94 @@ class Remover:
             names = []
         finally:
             os.close(root_fd)
+        if self.workers > 1 and len(names) > 1:
+            self._remove_in_workers(names, min(self.workers, len(names)))
+            return
         for name in names:
             self.remove(name)
+
+    def _remove_in_workers(self, names: list, workers: int) -> None:
+        """Remove the entries ``names`` of the root in forked processes, one entry at a time each.
+
+        Each process runs ``remove`` on the entries it takes (the next index from a counter passed between
+        them, a ``WorkCounter``) and sends back, per entry, what it did; the entries are disjoint, so no
+        directory is walked, locked or removed by two processes.  Results are merged in the order of the
+        names, so the outcome lists the same as one process would.  An entry whose process died without a
+        result is removed here afterwards (removing is idempotent: every check is made again).
+        """
+        counter = WorkCounter()
+        children = {}
+        try:
+            for _worker in range(workers):
+                read_fd, write_fd = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                    os.close(read_fd)
+                    status = 0
+                    try:
+                        self.on_remove = None
+                        while True:
+                            index = counter.take()
+                            if index >= len(names):
+                                break
+                            self.outcome = Outcome()
+                            self.remove(names[index])
+                            data = pickle.dumps((index, self.outcome, self.host_root), pickle.HIGHEST_PROTOCOL)
+                            _write_all(write_fd, len(data).to_bytes(_LENGTH, "little") + data)
+                    except BaseException:  # pylint: disable=broad-exception-caught
+                        status = 1
+                    os._exit(status)
+                os.close(write_fd)
+                children[read_fd] = (pid, bytearray())
+        finally:
+            counter.close()
+        done: dict = {}
+        following = 0
+        try:
+            while children:
+                for read_fd in wait_readable(list(children), [], [])[0]:
+                    buffer = children[read_fd][1]
+                    chunk = os.read(read_fd, 1 << 16)
+                    if not chunk:
+                        os.close(read_fd)
+                        os.waitpid(children.pop(read_fd)[0], 0)
+                        continue
+                    buffer += chunk
+                    end = _LENGTH + int.from_bytes(buffer[:_LENGTH], "little")
+                    while len(buffer) >= _LENGTH and len(buffer) >= end:  # a whole result is there
+                        index, outcome, host_root = pickle.loads(bytes(buffer[_LENGTH:end]))
+                        del buffer[:end]
+                        done[index] = (outcome, host_root)
+                        end = _LENGTH + int.from_bytes(buffer[:_LENGTH], "little")
+                while following in done:
+                    self._merge(names[following], *done.pop(following))
+                    following += 1
+        finally:  # on an error here: no worker is left behind (each stops at its next write)
+            for read_fd, (pid, _buffer) in children.items():
+                os.close(read_fd)
+                os.waitpid(pid, 0)
+        for index in range(following, len(names)):  # a process died: what it left is done here
+            if index in done:
+                self._merge(names[index], *done.pop(index))
+            else:
+                self.remove(names[index])
+
+    def _merge(self, name: str, part: Outcome, host_root: Optional[str]) -> None:
+        """Add what a worker did to one entry of the root to the outcome; tell ``on_remove`` as ``remove`` does."""
+        self.host_root = host_root
+        outcome = self.outcome
+        outcome.removed += part.removed
+        outcome.freed_bytes += part.freed_bytes
+        outcome.removed_paths.extend(part.removed_paths[:MAX_LISTED - len(outcome.removed_paths)])
+        outcome.kept_count += part.kept_count
+        for reason, count in part.kept_by_reason.items():
+            outcome.kept_by_reason[reason] = outcome.kept_by_reason.get(reason, 0) + count
+        outcome.kept.extend(part.kept[:MAX_LISTED - len(outcome.kept)])
+        outcome.error_count += part.error_count
+        outcome.errors.extend(part.errors[:MAX_LISTED - len(outcome.errors)])
+        if self.on_remove is not None and part.removed:
+            host = None if self.host_root is None else display_path(self.host_root.rstrip("/") + "/" + name)
+            self.on_remove(self._where([name])(), host, part.freed_bytes, part.removed)
 
     def remove(self, name: str) -> bool:
         """Remove the entry ``name`` of the root as far as the rules allow; True when it is gone."""
@@ -446,8 +571,12 @@ class Remover:
         try:
             while stack:
                 top = stack.top
-                if top.pending:
-                    self._visit(stack, *top.pending.pop())
+                pending = top.pending
+                if pending:
+                    if pending[-1][1].st_mode & _S_IFMT == _S_IFDIR:
+                        self._visit(stack, *pending.pop())
+                    else:
+                        self._files(stack, top)
                     continue
                 level = len(stack) - 1
                 parent_fd = root_fd if level == 0 else stack.ensure_open(level - 1)
@@ -460,6 +589,73 @@ class Remover:
         finally:
             stack.close()
         return gone
+
+    def _files(self, stack: DirStack, top: Frame) -> None:
+        """Handle the run of non-directories at the end of the top directory's list, in the order ``_visit`` would.
+
+        The same checks as ``_leaf``, with what is looked up per entry there looked up once per directory here.
+        The common case (no exclude glob, an inode no guard holds, not a socket or device node, old by every
+        ``age_by`` time) is decided inline; any other entry goes through ``_leaf`` itself, which decides why.
+        """
+        pending = top.pending
+        level = len(stack) - 1
+        name, st = pending.pop()
+        parent_fd = top.fd if top.fd is not None else stack.ensure_open()
+        if parent_fd is None:
+            top.state.all_gone = False
+            return
+        outcome = self.outcome
+        listed = outcome.removed_paths
+        plain, held, times, cutoff = self._fast_checks()
+        dry_run = self.dry_run
+        lstat, unlink = os.lstat, os.unlink
+        while True:
+            if (not plain or st.st_mode & _S_IFMT in _GUARDED_MODES or (st.st_dev, st.st_ino) in held
+                    or (times is not None and max(times(st)) >= cutoff)):
+                if not self._leaf(parent_fd, name, lambda name=name: stack.names(level, name), st):
+                    top.state.all_gone = False
+            else:
+                counted = True
+                if not dry_run:
+                    try:
+                        now = lstat(name, dir_fd=parent_fd)  # the race check, right before the unlink
+                        if (now.st_ino, now.st_mtime_ns, now.st_ctime_ns) != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
+                            counted = False
+                            top.state.all_gone = False
+                            outcome.keep(self._lazy(lambda name=name: stack.names(level, name)), "changed")
+                        else:
+                            unlink(name, dir_fd=parent_fd)
+                    except FileNotFoundError:
+                        counted = False  # gone, but not by us: as in ``_leaf``
+                    except OSError as exc:
+                        counted = False
+                        top.state.all_gone = False
+                        outcome.error(self._lazy(lambda name=name: stack.names(level, name)), describe_os_error(exc))
+                if counted:
+                    outcome.removed += 1
+                    outcome.freed_bytes += st.st_blocks * 512 if st.st_nlink == 1 else 0
+                    if len(listed) < MAX_LISTED:
+                        listed.append(shown(self.root, stack.names(level, name)))
+            if not pending or pending[-1][1].st_mode & _S_IFMT == _S_IFDIR:
+                return
+            name, st = pending.pop()
+
+    def _fast_checks(self) -> tuple:
+        """``(plain, held, times, cutoff)`` for ``_files``: whether its inline path may decide at all (no
+        exclude glob: ``Policy.excluded`` is not inlined), the inodes any guard holds (the union of locked and
+        open: a hit goes to ``_leaf``), and a getter of the ``age_by`` times of a file.
+
+        Worked out once per policy and guards, not per file.
+        """
+        policy, guards = self.policy, self.guards
+        if self._fast is None or self._fast[0] is not policy or self._fast[1] is not guards:
+            plain = not policy.exclude
+            held = guards.locked_inodes | guards.open_inodes if plain else frozenset()
+            fields = ["st_" + name for name in policy.age_by]
+            times = None if not fields else (attrgetter(*fields) if len(fields) > 1
+                                             else lambda st, field=fields[0]: (getattr(st, field),))
+            self._fast = (policy, guards, (plain, held, times, policy.cutoff))
+        return self._fast[2]
 
     def _visit(self, stack: DirStack, name: str, st: os.stat_result) -> None:
         """Handle one entry of the top directory: unlink it, or enter it."""

@@ -55,11 +55,11 @@ def _cell(value) -> str:
     return text or "-"
 
 
-def percent(value: Optional[float], projected: bool = False) -> str:
-    """``41.2`` (``~41.2`` when projected), ``-`` when unknown."""
+def percent(value: Optional[float], projected: bool = False, sign: str = "") -> str:
+    """``41.2`` (``~41.2`` when projected; ``sign``: ``41.2%``), ``-`` when unknown."""
     if value is None:
         return "-"
-    return ("~" if projected else "") + "%.1f" % value
+    return ("~" if projected else "") + "%.1f" % value + sign
 
 
 def size(value: Optional[float]) -> str:
@@ -303,9 +303,10 @@ def _activity(activity: Optional[dict]) -> str:
 def monitor_lines(report: dict) -> list:
     """The ``monitor`` table of a usage report."""
     lines = [report["summary"], ""]
-    lines += table(("FILESYSTEM", "MOUNTPOINT", "SIZE", "USED", "FREE", "LEVEL"), [
+    lines += table(("FILESYSTEM", "MOUNTPOINT", "SIZE", "USED", "FREE", "INODES USED", "LEVEL"), [
         (fs["path"], mountpoint_of(fs["path"]), format_bytes(fs["total_bytes"]), "%.1f%%" % fs["used_percent"],
-         format_bytes(fs["free_bytes"]), fs["level"]) for fs in report["filesystems"]])
+         format_bytes(fs["free_bytes"]), percent(fs.get("inodes_used_percent"), sign="%"), fs["level"])
+        for fs in report["filesystems"]])
     lines.append("")
     lines += table(("CATEGORY", "BYTES", "FILES"), [
         (name, format_bytes(report["categories"][name]["bytes"]), report["categories"][name]["files"])
@@ -323,6 +324,9 @@ def monitor_lines(report: dict) -> list:
         lines.append("spill dirs outside the sessions: %s" % ", ".join(
             "%d %s (%s)" % (count, status, format_bytes(size)) for status, (count, size) in sorted(spill.items())))
     lines += ["suggestion: %s" % suggestion["message"] for suggestion in report["suggestions"]]
+    lines += deleted_open_lines("host", report.get("deleted_open"))
+    for entry in report["containers"]:
+        lines += deleted_open_lines(entry["name"], entry.get("deleted_open"))
     if report["error_count"]:
         lines.append("%d entries could not be measured (see --json: errors)" % report["error_count"])
     lines += untrusted_messages(report)
@@ -369,11 +373,52 @@ def target_line(target: dict, dry_run: bool) -> str:
     return printable(line)
 
 
+def deleted_open_lines(target: str, found: Optional[dict]) -> list:
+    """What deleted-but-open files hold on a target, and who holds them: space deleting cannot free."""
+    if not found or not found["bytes"]:
+        return []
+    lines = ["%s: %s held by %d deleted file(s) still open; it is freed when the process closes them (restart it)"
+             % (target, format_bytes(found["bytes"]), found["files"])]
+    lines += ["  pid %d %s holds %s: %s" % (proc["pid"], proc["process"], format_bytes(proc["bytes"]),
+                                            ", ".join(proc["paths"])) for proc in found["processes"]]
+    return lines
+
+
+def tier_summary(pressure: dict) -> str:
+    """``unneeded 1.2 GiB, litter_idle 0 B``: what each tier that ran freed."""
+    return ", ".join("%s %s" % (t["tier"], format_bytes(t["freed_bytes"])) for t in pressure["tiers"]
+                     if not t["skipped"]) or "no tier ran"
+
+
+def pressure_lines(pressure: dict, dry_run: bool) -> list:
+    """A pressure reclaim: what set it off, each tier, and where the disk stands after it."""
+    marks = "high %g%% (inodes %g%%), low %g%%" % (pressure["high_percent"], pressure["inodes_high_percent"],
+                                                   pressure["low_percent"])
+    trigger = "; ".join(pressure["trigger"]) or "nothing at or above the low mark, no tier ran"
+    lines = ["pressure reclaim (%s): %s" % (marks, trigger)]
+    for tier in pressure["tiers"]:
+        if tier["skipped"]:
+            lines.append("  tier %s: skipped, %s" % (tier["tier"], tier["skipped"]))
+            continue
+        lines.append("  tier %s: %s %s from %s" % (tier["tier"], "would free" if dry_run else "freed",
+                                                   format_bytes(tier["freed_bytes"]), ", ".join(tier["targets"])
+                                                   or "no target"))
+    after = ", ".join("%s %s %s" % (r["target"], r["path"], percent(r["used_percent"], pressure["projected"], "%"))
+                      for r in pressure["after"])
+    if pressure["relieved"]:
+        lines.append("relieved: below the low mark %g%%%s" % (pressure["low_percent"], ": " + after if after else ""))
+    else:
+        lines.append("NOT relieved, still at or above the low mark: %s" % "; ".join(pressure["still_above_low"]))
+    return lines
+
+
 def cleanup_lines(result: dict, dry_run: bool) -> list:
     """What a cleanup did (or would do), per target, with the paths."""
     lines = ["dry run: nothing was removed; this is what would go"] if dry_run else []
     if result["status"] != "done":
         return lines + ["cleanup %s: %s" % (result["status"], result["reason"])]
+    if result.get("pressure"):
+        lines += pressure_lines(result["pressure"], dry_run)
     for target in result["targets"]:
         lines.append(target_line(target, dry_run))
         lines += ["  %s %s" % ("would remove" if dry_run else "removed", path) for path in target["removed_paths"]]

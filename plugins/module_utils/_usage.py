@@ -20,7 +20,7 @@ import time
 from typing import Hashable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
-from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystem_of
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS, UsageOptions, level_for
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     Target,
@@ -372,20 +372,8 @@ class TargetReport:
         return report
 
     def _filesystems(self, paths: list) -> list:
-        found, seen = [], set()
-        for path in paths:
-            try:
-                fd = self.target.tree.open_dir(path)
-            except OSError:
-                continue
-            try:
-                dev = os.fstat(fd).st_dev
-                if dev in seen:
-                    continue
-                seen.add(dev)
-                fs = filesystem_of(fd, display=path)
-            finally:
-                os.close(fd)
+        found = []
+        for _path, _dev, fs in filesystems_under(self.target.tree, paths, skipped=(OSError,)):
             fs["level"] = level_for(fs["used_percent"], self.options.thresholds)
             found.append(fs)
         return found

@@ -195,10 +195,39 @@ filesystem:
       description: Used share of the usable space, as C(df) computes it.
       type: float
       sample: 91.2
+    inodes_total:
+      description: Inodes of the filesystem (0 where it has no inode limit).
+      type: int
+      sample: 6553600
+    inodes_used:
+      description: Inodes in use.
+      type: int
+      sample: 6029312
+    inodes_free:
+      description: Inodes available to unprivileged users.
+      type: int
+      sample: 524288
+    inodes_used_percent:
+      description:
+        - Used share of the inodes, next to RV(filesystem.used_percent) - 200,000 small log files fill the inodes of a
+          disk long before its bytes. Null where the filesystem has no inode limit (btrfs).
+      type: float
+      sample: 92.0
     level:
       description: Level of this filesystem.
       type: str
       sample: warning
+deleted_open:
+  description:
+    - Space that deletion cannot free - files deleted while a process still holds them open (what C(lsof +L1) lists),
+      on the filesystems of RV(filesystems), held by any process of the host. They are freed only when the process
+      closes them (restarts). Each container's entry has its own, for its processes and its filesystem.
+    - C(bytes) (allocated, a file held by several processes counted once), C(files), and C(processes) (largest
+      first, at most 10) with C(pid), C(process), C(bytes), C(files) and up to 5 C(paths) as the process sees them.
+  returned: always
+  type: dict
+  sample: {"bytes": 15837691904, "files": 1, "processes": [{"pid": 4242, "process": "raylet", "bytes": 15837691904,
+           "files": 1, "paths": ["/tmp/ray/session_2026-11-22_10-00-00_000002_22/logs/raylet.out"]}]}
 filesystems:
   description: Each distinct filesystem measured (O(tmp_dir), Ray temp roots, uv cache), shaped like RV(filesystem).
   returned: always
@@ -486,7 +515,7 @@ containers:
     - One entry per matching container, with C(name), C(id), C(status), C(tmp_dir) (O(container_tmp_dir), as the
       container sees it), C(tmp_bytes) and C(error), and for running ones C(level), C(filesystem), C(node_role),
       C(categories), C(sessions), C(cleanup), C(suggestions), C(errors), C(ray_version), C(log_rotation),
-      C(spill_dirs); with
+      C(spill_dirs), C(deleted_open); with
       O(activity=true) also C(activity), shaped like RV(activity).
     - C(tmp_bytes) is null for a container that is not running or could not be measured. For a stopped one
       C(error) is null and C(status) (C(exited), C(created), C(paused)...) says why; for a running one that could not

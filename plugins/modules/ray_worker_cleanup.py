@@ -92,6 +92,45 @@ options:
         after is before less what would be freed). Default O(tmp_dir); for example C(/var/lib/docker) when the
         containers' temp dirs live on Docker's disk.
     type: path
+  pressure:
+    description:
+      - Run the pressure reclaim now instead of the idle cleanup - what C(ray-maintenance watch) (the role's pressure
+        guard) runs when a watched filesystem reaches O(pressure_high_percent). On every target whose tmp dir, Ray
+        temp roots or spill dirs lie on a filesystem at or above O(pressure_low_percent) (bytes, or inodes), tiers run
+        in this order, cheapest harm first, and the run stops as soon as every such filesystem is below
+        O(pressure_low_percent) - C(unneeded) (C(logs/old), Ray's rotated log backups, logs of dead workers in the live
+        session, stale sessions and spill dirs, busy or not, older than a minute), C(deleted_logs)
+        (O(pressure_truncate_deleted_logs)), C(litter_idle) and C(litter_busy) (O(patterns) matches older than
+        O(pressure_max_age_hours), on idle targets, then busy ones), C(docker_prune) (with O(docker_prune=true)).
+      - Every safety rule still holds (open, locked, bound, live session, mounts, symlinks, O(exclude)).
+        O(min_tmp_size) and O(max_age_hours) do not apply.
+    type: bool
+    default: false
+  pressure_high_percent:
+    description: Used % of a watched filesystem's bytes at or above which the guard reclaims (below Ray's own 95).
+    type: float
+    default: 90
+  pressure_inodes_high_percent:
+    description: Used % of a watched filesystem's inodes at or above which the guard reclaims.
+    type: float
+    default: 90
+  pressure_low_percent:
+    description:
+      - A reclaim works on targets at or above this used % (bytes or inodes) and stops once all are below it. Below
+        both high marks.
+    type: float
+    default: 80
+  pressure_max_age_hours:
+    description: Under pressure, O(patterns) matches older than this go, from busy targets too.
+    type: float
+    default: 1
+  pressure_truncate_deleted_logs:
+    description:
+      - Under pressure, empty Ray log files that are deleted but still held open by a trusted Ray process or its
+        worker (in a session's C(logs) dir, owned by the process's user) - space no deletion can free. Never another
+        file.
+    type: bool
+    default: false
 notes:
   - Ansible's C(--check) runs the whole decision process and reports RV(freed_bytes) as what would be freed.
 seealso:
@@ -243,7 +282,8 @@ targets:
     groups:
       description:
         - What each kind of removal did (C(action) - C(clean_tmp_patterns), C(clean_old_logs),
-          C(remove_stale_sessions), C(remove_stale_spill)) in the directory C(path) - C(freed_bytes), C(removed),
+          C(remove_stale_sessions), C(remove_stale_spill), under pressure also C(clean_rotated_logs) and
+          C(clean_dead_worker_logs)) in the directory C(path) - C(freed_bytes), C(removed),
           the top-level C(removed_paths), C(kept_by_reason), C(error_count).
       type: list
       elements: dict
@@ -256,6 +296,21 @@ containers_error:
   description: Why containers could not be listed (Docker unreachable; the host is still cleaned), or null.
   returned: always
   type: str
+pressure:
+  description:
+    - With O(pressure=true), the reclaim - its marks (C(high_percent), C(inodes_high_percent), C(low_percent)),
+      C(trigger) (each filesystem at or above a mark, and why), the watched filesystems C(before) and C(after)
+      (C(target), C(path), C(used_percent), C(inodes_used_percent), C(free_bytes); in check mode C(projected) is
+      true and after is before less what would be freed), C(tiers) in the order they ran (C(tier), C(reason),
+      C(targets), C(freed_bytes), C(removed), C(skipped)), C(relieved) (every filesystem below the low mark),
+      C(still_above_low) and C(seconds). Else null.
+    - Each removal group in RV(targets[].groups) names its C(tier).
+  returned: always
+  type: dict
+  sample: {"relieved": true, "projected": false, "seconds": 2.4, "low_percent": 80, "high_percent": 90,
+           "trigger": ["host /tmp 93.1% of bytes used: bytes 93.1% >= 80%"],
+           "tiers": [{"tier": "unneeded", "freed_bytes": 12884901888, "removed": 41, "targets": ["host"],
+                      "skipped": null, "reason": "host /tmp 93.1% of bytes used: bytes 93.1% >= 80%"}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -302,6 +357,8 @@ def main():
         module.fail_json(msg="cleanup failed: %s; run it as root, or give a lock_file (and audit_log) this user can "
                          "create" % exc)
     problems = [result["containers_error"], (result["docker_prune"] or {}).get("error")]
+    if result["pressure"] and not result["pressure"]["relieved"]:
+        problems.append("pressure not relieved: %s" % "; ".join(result["pressure"]["still_above_low"]))
     problems += [untrusted_message(t["name"], t["untrusted_processes"]) for t in result["targets"]]
     for problem in problems:
         if problem:

@@ -8,6 +8,8 @@
   defaults (labels, annotations, joins, `for:`), run against the rendered file;
 - boundary tests generated here from a set of thresholds (just above, at and below each one, before and
   at `for:`), run against rules rendered with those thresholds, so an override is seen to change what fires;
+- tests/prometheus/ray_disk_guard_alerts.test.yml: promtool tests (labels, annotations, firing and quiet) of the alerts on the pressure guard's
+  metrics and the usage file's deleted-open bytes and inodes, run the same way;
 - docs/metrics.md's table of alerts and the rendered rules name the same alerts.
 """
 
@@ -28,6 +30,7 @@ PROMTOOL = "/usr/local/bin/promtool"  # scripts/setup.sh installs it
 TEMPLATE = os.path.join(REPO, "roles", "ray_cleanup", "templates", "ray_disk_alerts.rules.yml.j2")
 DEFAULTS_FILE = os.path.join(REPO, "roles", "ray_cleanup", "defaults", "main.yml")
 STATIC_TESTS = os.path.join(REPO, "tests", "prometheus", "ray_disk_alerts.test.yml")
+GUARD_TESTS_FILE = os.path.join(REPO, "tests", "prometheus", "ray_disk_guard_alerts.test.yml")
 DOCS = os.path.join(REPO, "docs", "metrics.md")
 RULES_NAME = "ray_disk_alerts.rules.yml"  # the name the promtool test files load
 
@@ -40,7 +43,17 @@ ALERTS = {
     "RayMaintenanceMetricsStale": ("warning", "ray_cleanup_alert_stale_after_seconds"),
     "RayMaintenanceCleanupFailing": ("warning", None),
     "RayMaintenanceCannotStart": ("warning", None),
+    "RayDiskPressureNotRelieved": ("critical", None),
+    "RayPressureGuardDown": ("warning", None),
+    "RayDeletedOpenFilesHoldSpace": ("warning", None),
+    "RayInodesRunningOut": ("warning", None),
 }
+# Alerts whose `for` is fixed in the rules (the others use ray_cleanup_alert_for).
+FIXED_FOR = {"RayDiskPressureNotRelieved": "2m", "RayPressureGuardDown": "2m", "RayDeletedOpenFilesHoldSpace": "15m"}
+# What each alert's description tells to run on the node (the others: ray-maintenance cleanup --dry-run).
+RUNBOOK = {"RayDiskPressureNotRelieved": "ray-maintenance monitor",
+           "RayPressureGuardDown": "systemctl status ray-maintenance-guard",
+           "RayDeletedOpenFilesHoldSpace": "ray-maintenance monitor"}
 
 OVERRIDES = {
     "ray_cleanup_alert_tmp_warning_percent": "70",
@@ -186,6 +199,37 @@ def boundary_tests(thresholds):
     start_series = [series("rayops_ray_maintenance_start_error", start_labels, "1" + steps),
                     series("rayops_ray_cleanup_success", {"instance": "good:9100", "job": "node"}, "1" + steps)]
 
+    # Inodes used on a tmp dir's filesystem: more than 0.9 alerts, for ray_cleanup_alert_for.
+    inode_series, inode_expected = [], []
+    for ratio in ("0.89", "0.9", "0.91"):
+        target = dict(node, target="i" + ratio, kind="host")
+        inode_series.append(series("rayops_ray_filesystem_inodes_used_ratio", target, ratio + steps))
+        if float(ratio) > 0.9:
+            inode_expected.append(("RayInodesRunningOut", target))
+
+    # The guard's own alerts and the deleted-open bytes have fixed thresholds and `for`: the same in every rendering.
+    deleted_for = minutes(FIXED_FOR["RayDeletedOpenFilesHoldSpace"])
+    deleted_series, deleted_expected = [], []
+    for size in (GIB - 1, GIB, GIB + 1):
+        target = dict(node, target="d%d" % size, kind="container")
+        deleted_series.append(series("rayops_ray_deleted_open_bytes", target, "%dx%d" % (size, deleted_for + 5)))
+        if size > GIB:
+            deleted_expected.append(("RayDeletedOpenFilesHoldSpace", target))
+
+    pressure_for = minutes(FIXED_FOR["RayDiskPressureNotRelieved"])
+    pressed = {"instance": "pressed:9100", "job": "node"}
+    pressure_series = [series("rayops_ray_pressure_active", pressed, "1x10"),
+                       series("rayops_ray_pressure_active", {"instance": "relieved:9100", "job": "node"}, "0x10")]
+
+    # A guard that looked at 0 and never since is more than 60 s late from 2m on; one always exactly 60 s late and
+    # one on time never alert.
+    down_for = minutes(FIXED_FOR["RayPressureGuardDown"])
+    stopped = {"instance": "stopped:9100", "job": "node"}
+    heartbeat = "rayops_ray_pressure_watch_timestamp_seconds"
+    down_series = [series(heartbeat, stopped, "0x10"),
+                   series(heartbeat, {"instance": "at-limit:9100", "job": "node"}, "-60+60x10"),
+                   series(heartbeat, {"instance": "fresh:9100", "job": "node"}, "0+60x10")]
+
     def group(name, input_series, promql_tests):
         return {"name": name, "interval": "1m", "input_series": input_series, "promql_expr_test": promql_tests}
 
@@ -201,8 +245,19 @@ def boundary_tests(thresholds):
                 for_min, 0, [("RayMaintenanceCleanupFailing", {"instance": "bad:9100", "job": "node"})])),
             group("cannot start", start_series, pending_then_firing(
                 for_min, 0, [("RayMaintenanceCannotStart", start_labels)])),
+            group("inodes", inode_series, pending_then_firing(for_min, 0, inode_expected)),
+            group("deleted open", deleted_series, pending_then_firing(deleted_for, 0, deleted_expected)),
+            group("pressure not relieved", pressure_series, pending_then_firing(
+                pressure_for, 0, [("RayDiskPressureNotRelieved", pressed)])),
+            group("guard down", down_series, pending_then_firing(down_for, 2, [("RayPressureGuardDown", stopped)])),
         ],
     }
+
+
+# --- the pressure guard's alerts, the deleted-open bytes and the inodes: labels and annotations -----------------
+
+GUARD_ALERTS = {"RayDiskPressureNotRelieved", "RayPressureGuardDown", "RayDeletedOpenFilesHoldSpace",
+                "RayInodesRunningOut"}
 
 
 def alertnames_tested_by(test_file_data):
@@ -239,12 +294,12 @@ def test_rendered_rules_pass_promtool_check_and_yamllint(default_rules):
     for name, rule in rules.items():
         severity, variable = ALERTS[name]
         assert rule["labels"] == {"severity": severity}, name
-        assert rule["for"] == defaults["ray_cleanup_alert_for"], name
+        assert rule["for"] == FIXED_FOR.get(name, defaults["ray_cleanup_alert_for"]), name
         if variable:
             assert re.search(r"[<>] %s\b" % defaults[variable], rule["expr"]), (name, rule["expr"])
         assert set(rule["annotations"]) == {"summary", "description"}, name
         assert "{{ $labels.instance }}" in rule["annotations"]["summary"], name  # Prometheus templating kept
-        assert "ray-maintenance cleanup --dry-run" in rule["annotations"]["description"], name
+        assert RUNBOOK.get(name, "ray-maintenance cleanup --dry-run") in rule["annotations"]["description"], name
     for name in ("RayWorkerDiskUsageHigh", "RayWorkerDiskCritical"):
         assert 'and on (instance, mountpoint) rayops_ray_filesystem_info{kind="host"}' in rules[name]["expr"]
 
@@ -254,11 +309,34 @@ def test_promtool_unit_tests_of_every_alert(default_rules, tmp_path):
     test_file = shutil.copy(STATIC_TESTS, str(tmp_path))
     rc, out = promtool("test", "rules", test_file)
     assert rc == 0 and "SUCCESS" in out, out
+    guard_file = shutil.copy(GUARD_TESTS_FILE, str(tmp_path))
+    rc, out = promtool("test", "rules", guard_file)
+    assert rc == 0 and "SUCCESS" in out, out
 
     with open(STATIC_TESTS) as handle:
         firing, quiet = alertnames_tested_by(yaml.safe_load(handle))
+    with open(GUARD_TESTS_FILE) as handle:
+        guard_firing, guard_quiet = alertnames_tested_by(yaml.safe_load(handle))
+    assert guard_firing == guard_quiet == GUARD_ALERTS
+    firing, quiet = firing | guard_firing, quiet | guard_quiet
     assert firing == set(rules_of(text)), "alerts never seen firing: %s" % (set(rules_of(text)) - firing)
     assert quiet == set(rules_of(text)), "alerts never seen quiet: %s" % (set(rules_of(text)) - quiet)
+
+
+def test_the_guard_tests_catch_a_broken_rule(default_rules, tmp_path):
+    """Sanity of the guard's tests: a guard-down alert that fires at exactly 60 s late, and a pressure alert whose
+    description lists the filesystems below their high mark instead of those at or above it, fail them."""
+    path, text = default_rules
+    broken = text.replace("rayops_ray_pressure_watch_timestamp_seconds > 60",
+                          "rayops_ray_pressure_watch_timestamp_seconds >= 60")
+    broken = broken.replace(">= on (instance, job, resource)", "< on (instance, job, resource)")
+    assert "< on (instance, job, resource)" in broken and ">= 60" in broken
+    with open(path, "w") as handle:
+        handle.write(broken)
+    guard_file = shutil.copy(GUARD_TESTS_FILE, str(tmp_path))
+    rc, out = promtool("test", "rules", guard_file)
+    assert rc != 0, out
+    assert "RayPressureGuardDown" in out and "RayDiskPressureNotRelieved" in out, out
 
 
 def test_the_unit_tests_catch_a_broken_rule(default_rules, tmp_path):
@@ -310,8 +388,9 @@ def test_overriding_thresholds_changes_what_fires(tmp_path):
         other = write_yaml(tmp_path / rules_dir / "other.test.yml", boundary_tests(thresholds))
         rc, out = promtool("test", "rules", other)
         assert rc != 0, out
-        for name in ALERTS:  # every alert's threshold or `for` differs, so every alert's expectations fail
-            assert name in out, (rules_dir, name, out)
+        for name in ALERTS:  # every alert's threshold or `for` differs, so its expectations fail
+            if name not in FIXED_FOR:  # (those are the same in both)
+                assert name in out, (rules_dir, name, out)
     rc, out = promtool("test", "rules", shutil.copy(STATIC_TESTS, str(tmp_path / "overridden")))
     assert rc != 0, out
 

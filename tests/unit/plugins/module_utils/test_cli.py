@@ -356,7 +356,7 @@ def test_monitor_table_and_json_tell_the_same(capsys, configured):
         for name in CATEGORIES]
     assert table(lines, "FILESYSTEM")[1] == [str(tmp), mountpoint_of(str(tmp)), format_bytes(
         report["filesystem"]["total_bytes"]), "%.1f%%" % report["filesystem"]["used_percent"], format_bytes(
-        report["filesystem"]["free_bytes"]), report["level"]]
+        report["filesystem"]["free_bytes"]), "%.1f%%" % report["filesystem"]["inodes_used_percent"], report["level"]]
     text = (metrics / USAGE_FILE).read_text()
     promtool_check(text)
     assert series(samples(text), "rayops_ray_tmp_bytes", **HOST) == du_bytes(str(tmp))

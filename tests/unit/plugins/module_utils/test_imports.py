@@ -46,8 +46,8 @@ LAYERS = (
     ("base", {"_errors", "_units", "_fs", "_fdwalk", "_locks", "_optional", "_options"}),
     ("discover", {"_ray_layout", "_ray_version", "_ray_spill", "_containers"}),
     ("measure", {"_scan", "_activity", "_targets", "_usage"}),
-    ("decide and act", {"_remove", "_cleanup", "_log_config"}),
-    ("run and report", {"_node", "_text", "_metrics", "_cli"}),
+    ("decide and act", {"_remove", "_cleanup", "_log_config", "_deleted", "_pressure"}),
+    ("run and report", {"_node", "_text", "_metrics", "_watch", "_cli"}),
 )
 """module_utils by layer, as the README's Development section shows them: a module imports from its own layer or
 below, never from above."""

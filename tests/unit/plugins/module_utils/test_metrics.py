@@ -86,9 +86,13 @@ def test_usage_metrics_are_the_report_and_pass_promtool(ray_node):
         frozenset(dict(host, path=str(ray_node), mountpoint=mount).items()): 1}
     assert found["rayops_ray_usage_timestamp_seconds"] == {frozenset(): 1700000000.5}
     assert found["rayops_ray_containers_up"] == {frozenset(): 1}
+    inodes = (statvfs.f_files - statvfs.f_ffree) / statvfs.f_files
+    assert abs(series(found, "rayops_ray_filesystem_inodes_used_ratio", **host) - inodes) < 0.001
+    assert series(found, "rayops_ray_deleted_open_bytes", **host) == report["deleted_open"]["bytes"]
     assert set(found) == {"rayops_ray_" + name for name in (
-        "filesystem_size_bytes", "filesystem_avail_bytes", "filesystem_used_bytes", "filesystem_info", "tmp_bytes",
-        "category_bytes", "sessions", "usage_level", "usage_errors", "usage_timestamp_seconds", "containers_up")}
+        "filesystem_size_bytes", "filesystem_avail_bytes", "filesystem_used_bytes", "filesystem_info",
+        "filesystem_inodes_used_ratio", "deleted_open_bytes", "tmp_bytes", "category_bytes", "sessions",
+        "usage_level", "usage_errors", "usage_timestamp_seconds", "containers_up")}
 
 
 def test_every_metric_has_help_and_type_before_its_samples(ray_node):
@@ -101,7 +105,7 @@ def test_every_metric_has_help_and_type_before_its_samples(ray_node):
             assert line.split()[2:] == [declared[-1], "gauge"]
         else:
             assert line.split("{")[0].split()[0] == declared[-1], line
-    assert len(declared) == len(set(declared)) == 11 + 7
+    assert len(declared) == len(set(declared)) == 13 + 7
 
 
 def test_a_ray_root_on_another_filesystem_gets_its_own_info_series(ray_node, bind_mount, tmp_path):

@@ -150,6 +150,40 @@ def test_hostile_tree(hostile):
                                                                             "tmp_c": False}
 
 
+def test_hostile_tree_without_excludes_in_worker_processes(hostile):
+    """No exclude glob: files take the remover's inline path; side by side, the workers decide as one process."""
+    tmp, outside = hostile
+    outside_before = tree_digest(str(outside))
+    tmp_before = tree_digest(str(tmp))
+    guards = live_guards()
+
+    def run(dry_run, workers):
+        remover = Remover(str(tmp), Policy(time.time() - HOUR, ("mtime",)), guards, dry_run)
+        remover.workers = workers
+        audit = []
+        remover.on_remove = lambda *line: audit.append(line)
+        remover.remove_matching(lambda name: True)
+        return remover.outcome, audit
+
+    one, one_audit = run(True, 1)
+    two, two_audit = run(True, 2)
+    assert tree_digest(str(tmp)) == tmp_before  # the dry runs changed nothing
+    assert one == two and one_audit == two_audit and len(one_audit) == 3
+    real, real_audit = run(False, 2)
+    assert (real.removed_paths, real.freed_bytes, real.kept, real_audit) == (one.removed_paths, one.freed_bytes,
+                                                                             one.kept, one_audit)
+    assert real.error_count == 0, real.errors
+    assert tree_digest(str(outside)) == outside_before
+    reasons = {entry["path"][len(str(tmp)) + 1:]: entry["reason"] for entry in real.kept}
+    assert reasons == {
+        "pip-b/fresh.txt": "fresh",
+        "tmp_c/held.log": "open", "tmp_c/mapped.bin": "open", "tmp_c/locked": "locked",
+        "tmp_c/sock": "live_socket", "tmp_c/mnt": "mount_point",
+    }
+    assert not (tmp / "tmp_c" / "keep-me").exists() and not (tmp / "tmp_c" / "deadsock").exists()
+    assert not (tmp / "ray_tmp_a").exists() and (tmp / "tmp_c" / "held.log").exists()
+
+
 def test_every_age_counts_and_a_dirs_ctime_does_not(tmp_path):
     tmp = tmp_path / "tmp"
     write(str(tmp / "tmp_x" / "f"), 4096)

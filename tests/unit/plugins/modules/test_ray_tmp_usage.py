@@ -36,8 +36,9 @@ def args_for(tree, **extra):
 
 
 def comparable(result):
-    """The result without what moves between two runs (ages)."""
+    """The result without what moves between two runs (ages, the disk, deleted files other processes hold)."""
     result = dict(result)
+    result.pop("deleted_open")
     result["sessions"] = [{k: v for k, v in s.items() if k != "age_hours"} for s in result["sessions"]]
     result.pop("filesystem")
     result.pop("filesystems")
