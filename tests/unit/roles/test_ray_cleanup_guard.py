@@ -22,6 +22,7 @@ from ansible_collections.rayops.disk.tests.unit.roles.test_ray_cleanup_preflight
     REPO,
     ansible_playbook,
     failure,
+    skipped,
 )
 
 ROLE = os.path.join(REPO, "roles", "ray_cleanup")
@@ -186,13 +187,6 @@ def run(tmp_path, hosts, *args, booted=True):
 
 def results_of(results, name):
     return [result for _path, task, result in results if task == name]
-
-
-def skipped(result):
-    """Whether a task (or every item of a loop) was skipped."""
-    if "results" in result:
-        return all(skipped(item) for item in result["results"])
-    return bool(result.get("skipped") or "skip_reason" in result)
 
 
 def test_preflight_says_once_that_the_guard_needs_systemd(tmp_path):
