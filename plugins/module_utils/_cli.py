@@ -705,9 +705,8 @@ def cmd_watch(run: Run) -> tuple:
         if run.args.once or stop.wait(interval):
             break
     counts = ", ".join("%s %s" % (count, name.replace("_", " ")) for name, count in guard.state.reclaims.items())
-    if run.args.once:  # 1 when the look leaves a disk at or above its high mark, or a reclaim failed or was locked out
-        troubled = guard.state.active or guard.state.reclaims["failed"] or guard.state.reclaims["locked"]
-        return max(code, EXIT_PROBLEM if troubled else EXIT_OK), "reclaims: %s" % counts
+    if run.args.once:
+        return max(code, EXIT_PROBLEM if guard.troubled else EXIT_OK), "reclaims: %s" % counts
     return EXIT_OK, "stopped; reclaims: %s" % counts
 
 

@@ -2,7 +2,7 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The directory stack shared by the scanner and the remover.
+"""The directory stack and the forked workers shared by the scanner and the remover.
 
 A walk holds the directories from where it started down to the current one.
 Each is opened relative to its parent's file descriptor (never by path, so
@@ -17,11 +17,13 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import errno
+import marshal
 import os
-from typing import Any, Callable, Optional
+from select import select as wait_readable
+from typing import Any, Callable, Iterator, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error
-from ansible_collections.rayops.disk.plugins.module_utils._fs import mount_id, open_dir
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mount_id, open_dir, write_all
 
 FD_BUDGET = 64
 """Directories a walk keeps open at once; deeper ancestors are reopened on demand."""
@@ -210,3 +212,106 @@ class WorkCounter:
         """Close this process's ends of the pipe."""
         os.close(self.read_fd)
         os.close(self.write_fd)
+
+
+def default_workers() -> int:
+    """Processes to scan or remove with, side by side: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+class WorkerFailed(RuntimeError):
+    """A forked worker of ``in_workers`` failed: its error, or how it died."""
+
+
+FINISHED = -1
+"""The index ``in_workers`` gives a worker's ``finish()`` value."""
+
+_FAILED = -2
+_LENGTH = 8
+"""Bytes of a message's length, before each marshalled ``(index, value)``."""
+
+
+def in_workers(count: int, workers: int, work: Callable[[int], Any],
+               finish: Callable[[], Any] = lambda: None) -> Iterator[tuple]:
+    """Run ``work(index)`` for each index below ``count`` in ``workers`` forked processes; yield what comes back.
+
+    Each process takes the next index from a ``WorkCounter`` until none is left, then calls ``finish()``.  What
+    ``work`` returns (unless None) comes back as ``(index, value)`` as soon as it is sent, and what ``finish``
+    returns as ``(FINISHED, value)``: plain data, sent with ``marshal`` (no import and set-up of ``pickle`` or
+    ``multiprocessing``; both ends are this very interpreter).  Once every process is reaped, a failure in one
+    raises ``WorkerFailed``; the indexes already yielded tell the caller what is done.  Closing the generator
+    early closes the pipes (a worker stops at its next write) and reaps every process.
+    """
+    counter = WorkCounter()
+    children: dict = {}
+    try:
+        for _worker in range(workers):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+                for inherited in [read_fd, *children]:  # only this process's write end: a pipe the parent closes breaks
+                    os.close(inherited)
+                os._exit(_worker_loop(counter, count, work, finish, write_fd))
+            os.close(write_fd)
+            children[read_fd] = (pid, bytearray())
+    finally:
+        counter.close()
+    failures = []
+    try:
+        while children:
+            for read_fd in wait_readable(list(children), [], [])[0]:
+                pid, buffer = children[read_fd]
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    os.close(read_fd)
+                    del children[read_fd]
+                    status = os.waitpid(pid, 0)[1]
+                    if status and not failures:
+                        failures.append("worker %d ended with status %d" % (pid, status))
+                    continue
+                buffer += chunk
+                while len(buffer) >= _LENGTH:  # every whole message that is there
+                    end = _LENGTH + int.from_bytes(buffer[:_LENGTH], "little")
+                    if len(buffer) < end:
+                        break
+                    index, value = marshal.loads(bytes(buffer[_LENGTH:end]))
+                    del buffer[:end]
+                    if index == _FAILED:
+                        failures.insert(0, value)
+                    else:
+                        yield index, value
+    finally:
+        for read_fd, (pid, _buffer) in children.items():
+            os.close(read_fd)
+            os.waitpid(pid, 0)
+    if failures:
+        raise WorkerFailed(failures[0])
+
+
+def _worker_loop(counter: WorkCounter, count: int, work: Callable[[int], Any], finish: Callable[[], Any],
+                 write_fd: int) -> int:  # pragma: no cover - runs in the child
+    """A worker of ``in_workers``: take indexes, send results; its exit status."""
+    try:
+        while True:
+            index = counter.take()
+            if index >= count:
+                break
+            _send(write_fd, index, work(index))
+        _send(write_fd, FINISHED, finish())
+        return 0
+    except BaseException as exc:  # pylint: disable=broad-exception-caught
+        try:
+            _send(write_fd, _FAILED, "%s: %s" % (exc.__class__.__name__, exc))
+        except OSError:
+            pass
+        return 1
+
+
+def _send(fd: int, index: int, value: Any) -> None:  # pragma: no cover - runs in the child
+    if value is not None:
+        data = marshal.dumps((index, value))
+        write_all(fd, len(data).to_bytes(_LENGTH, "little") + data)

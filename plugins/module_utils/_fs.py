@@ -59,6 +59,13 @@ def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # O_NOATIME needs ownership
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a write to a pipe or a file may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _components(path: str) -> list:
     return [part for part in path.split("/") if part and part != "."]
 

@@ -37,6 +37,7 @@ import time
 from typing import Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._fs import write_all
 from ansible_collections.rayops.disk.plugins.module_utils._units import parse_size
 
 MAX_BYTES = "RAY_ROTATION_MAX_BYTES"
@@ -216,12 +217,6 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _copy_xattrs(src: int, dst: int) -> None:
     """Extended attributes (SELinux label, ACL) from fd to fd, as ``shutil.copystat`` would by path."""
     try:
@@ -355,7 +350,7 @@ class Destination:
         name = "%s.%s.%s" % (self.name, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S~", time.localtime()))
         fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=self.dirfd)
         try:
-            _write_all(fd, self.content)
+            write_all(fd, self.content)
             self._settle(fd)
             os.utime(fd, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
             os.fsync(fd)
@@ -376,7 +371,7 @@ class Destination:
         try:
             fd = os.open(TEMP_NAME, _CREATE_FLAGS, 0o600, dir_fd=privfd)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 self._settle(fd, mode, uid, gid)
                 os.fsync(fd)
             finally:

@@ -7,8 +7,9 @@
 ``collect_usage`` (``ray_tmp_usage``, ``ray-maintenance monitor`` and ``check``) measures every target and says
 what a cleanup would free there now, with cleanup's own rules (``_cleanup.freeable``).  ``Cleanup``
 (``ray_worker_cleanup``, ``ray-maintenance cleanup``) takes the cleanup lock and cleans every target.  Both list
-their targets with ``_targets.node_targets``, so Docker unreachable, a stopped container and activity sampling
-are handled once, and both return the used % of the disk and one outcome a fleet table prints as is.
+their targets with ``_targets.node_targets`` and enter each container right before measuring it
+(``_targets.enter``), so Docker unreachable, a stopped container and activity sampling are handled once, and both
+return the used % of the disk and one outcome a fleet table prints as is.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -28,7 +29,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupL
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
-from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets
+from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets, sample_activity
 from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
 from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, beyond_cleanup, default_uv_cache_dir
 
@@ -53,7 +54,9 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     if options.uv_cache_dir is None:
         options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
     now = time.time()
-    node = node_targets(options, psutil, docker, host=True, activity=options.activity)
+    node = node_targets(options, docker, host=True)
+    if options.activity:
+        sample_activity(node.slots, options, psutil)
     host = node.host
     report = TargetReport(host.target, options, psutil, now=now).measure()
     report["activity"] = host.activity
@@ -150,10 +153,10 @@ class Cleanup:
     def _run(self, audit: AuditLog) -> dict:
         usage = self.options.usage_options()
         cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
+        node = node_targets(usage, self.docker, host=self.options.host)
         if self.options.pressure:  # the pressure reclaim samples activity only if it comes to its litter tiers
-            node = node_targets(usage, self.psutil, self.docker, host=self.options.host)
             return PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner).run(node)
-        node = node_targets(usage, self.psutil, self.docker, host=self.options.host, activity=True)
+        sample_activity(node.slots, usage, self.psutil)
         targets = [self._target(slot, usage, cleaner) for slot in node.slots]
         prune = None
         if self.options.docker_prune and not node.containers_error:

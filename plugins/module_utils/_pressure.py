@@ -192,7 +192,7 @@ class PressureReclaim:
         """The reclaim's result: a cleanup result (``targets``, ``freed_bytes``…) with ``pressure``."""
         slots = [slot for slot in node.slots if self._ready(slot)]
         before = [r for slot in slots for r in self.readings[slot.name]]
-        pressed = self._pressed(slots)
+        pressed = self._over_low(slots)
         trigger = over_marks(before, self.options) or over_marks(before, self.options, low=True)
         tiers = []
         for tier in TIERS:
@@ -240,9 +240,13 @@ class PressureReclaim:
             return False
         return True
 
+    def _over_low(self, slots: list) -> list:
+        """The slots whose last readings have a filesystem at or above the low mark."""
+        return [slot for slot in slots if over_marks(self.readings[slot.name], self.options, low=True)]
+
     def _pressed(self, slots: list) -> list:
         """The slots with a filesystem at or above the low mark, read again (less what a dry run would free)."""
-        pressed = []
+        read = []
         for slot in slots:
             if slot.name in self.entries and self.entries[slot.name]["status"] == "error":
                 continue
@@ -256,9 +260,8 @@ class PressureReclaim:
             if less:
                 readings = [_less(reading, less) for reading in readings]
             self.readings[slot.name] = readings
-            if over_marks(readings, self.options, low=True):
-                pressed.append(slot)
-        return pressed
+            read.append(slot)
+        return self._over_low(read)
 
     def _entry(self, slot: Slot) -> dict:
         """The slot's entry in the result, measured on first use (``report``: None when it cannot be)."""

@@ -43,12 +43,10 @@ import errno
 import fcntl
 import fnmatch
 import os
-import pickle
 import re
 import stat
 from dataclasses import dataclass, field
 from operator import attrgetter
-from select import select as wait_readable
 from typing import Callable, Iterable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error, display_path
@@ -59,7 +57,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
     NOT_A_DIRECTORY,
     REPLACED,
     VANISHED,
-    WorkCounter,
+    WorkerFailed,
+    default_workers,
+    in_workers,
     open_listed_dir,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._fs import (
@@ -81,7 +81,7 @@ MAX_SHOWN_DEPTH = 64
 
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
 _GUARDED_MODES = frozenset((stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
-"""File types ``Guards.reason`` looks at (live sockets, device nodes): such an entry takes the full path."""
+"""File types ``Guards.reason`` looks at whatever their inode (live sockets, device nodes)."""
 
 Where = Callable[[], list]
 """Names from the removal root down to an entry, spelt out only when needed."""
@@ -98,15 +98,17 @@ class Policy:
     cutoff: float
     age_by: tuple = AGE_FIELDS
     exclude: tuple = ()
+    _times: tuple = field(init=False, repr=False, compare=False)
+    """Getters of the ``age_by`` times of a file and of a directory (no ctime), built once, not per entry."""
+
+    def __post_init__(self) -> None:
+        directory_times = [name for name in self.age_by if name != "ctime"]  # its own removals change its ctime
+        object.__setattr__(self, "_times", (_times_of(self.age_by), _times_of(directory_times)))
 
     def fresh(self, st: os.stat_result, is_dir: bool) -> bool:
         """Whether any ``age_by`` time is at or after the cutoff (a directory's ctime aside)."""
-        for name in self.age_by:
-            if name == "ctime" and is_dir:
-                continue
-            if getattr(st, "st_" + name) >= self.cutoff:
-                return True
-        return False
+        times = self._times[1 if is_dir else 0]
+        return times is not None and max(times(st)) >= self.cutoff
 
     def excluded(self, name: str, where: Where) -> bool:
         """Whether an exclude glob matches the entry's name or (a glob with ``/``) its relative path."""
@@ -121,6 +123,14 @@ class Policy:
         return any(fnmatch.fnmatchcase(relative, glob) for glob in paths)
 
 
+def _times_of(age_by: Iterable[str]) -> Optional[Callable[[os.stat_result], tuple]]:
+    """A getter of the named stat times as a tuple (None when there are none)."""
+    fields = ["st_" + name for name in age_by]
+    if len(fields) > 1:
+        return attrgetter(*fields)
+    return None if not fields else lambda st, field=fields[0]: (getattr(st, field),)
+
+
 @dataclass(frozen=True)
 class Guards:
     """Inodes that live processes use, as ``(st_dev, st_ino)`` pairs."""
@@ -128,10 +138,17 @@ class Guards:
     open_inodes: frozenset = frozenset()
     locked_inodes: frozenset = frozenset()
     live_sockets: frozenset = frozenset()
+    _held: frozenset = field(init=False, repr=False, compare=False)
+    """Locked or open, in one set: most entries need one lookup."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_held", self.locked_inodes | self.open_inodes)
 
     def reason(self, st: os.stat_result) -> Optional[str]:
         """Why an entry must stay whatever its age, or None."""
         ident = (st.st_dev, st.st_ino)
+        if st.st_mode & _S_IFMT not in _GUARDED_MODES and ident not in self._held:
+            return None
         if ident in self.locked_inodes:
             return "locked"
         if ident in self.open_inodes:
@@ -195,26 +212,6 @@ def socket_inodes(paths: Iterable[str], tree: Tree = HOST) -> frozenset:
             continue
         found.add((st.st_dev, st.st_ino))
     return frozenset(found)
-
-
-_LENGTH = 8
-"""Bytes of a worker's result length (see ``Remover._remove_in_workers``)."""
-
-
-def default_workers() -> int:
-    """Processes that remove side by side: the CPUs this process may use, at most 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to a pipe (a write may take only part of it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def shown(root: str, names: list) -> str:
@@ -302,7 +299,6 @@ class Remover:
         self._host_root_of: Optional[tuple] = None
         self.mountinfo = mountinfo
         self.check_mounts = mounts_below(mountinfo, self.inner_base)
-        self._fast: Optional[tuple] = None
         self.workers = default_workers()
         """Processes ``remove_matching`` removes with, side by side (1: this one only)."""
         self.on_remove: Optional[Callable[[str, Optional[str], int, int], None]] = None
@@ -375,70 +371,38 @@ class Remover:
             self.remove(name)
 
     def _remove_in_workers(self, names: list, workers: int) -> None:
-        """Remove the entries ``names`` of the root in forked processes, one entry at a time each.
+        """Remove the entries ``names`` of the root in forked processes (``_fdwalk.in_workers``), one entry at a time.
 
-        Each process runs ``remove`` on the entries it takes (the next index from a counter passed between
-        them, a ``WorkCounter``) and sends back, per entry, what it did; the entries are disjoint, so no
-        directory is walked, locked or removed by two processes.  Results are merged in the order of the
-        names, so the outcome lists the same as one process would.  An entry whose process died without a
-        result is removed here afterwards (removing is idempotent: every check is made again).
+        Each process runs ``remove`` on the entries it takes and sends back, per entry, what it did; the entries
+        are disjoint, so no directory is walked, locked or removed by two processes.  Results are merged in the
+        order of the names, so the outcome lists the same as one process would.  An entry whose process failed
+        without a result is removed here afterwards (removing is idempotent: every check is made again).
         """
-        counter = WorkCounter()
-        children = {}
-        try:
-            for _worker in range(workers):
-                read_fd, write_fd = os.pipe()
-                pid = os.fork()
-                if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
-                    os.close(read_fd)
-                    status = 0
-                    try:
-                        self.on_remove = None
-                        while True:
-                            index = counter.take()
-                            if index >= len(names):
-                                break
-                            self.outcome = Outcome()
-                            self.remove(names[index])
-                            data = pickle.dumps((index, self.outcome, self.host_root), pickle.HIGHEST_PROTOCOL)
-                            _write_all(write_fd, len(data).to_bytes(_LENGTH, "little") + data)
-                    except BaseException:  # pylint: disable=broad-exception-caught
-                        status = 1
-                    os._exit(status)
-                os.close(write_fd)
-                children[read_fd] = (pid, bytearray())
-        finally:
-            counter.close()
         done: dict = {}
         following = 0
         try:
-            while children:
-                for read_fd in wait_readable(list(children), [], [])[0]:
-                    buffer = children[read_fd][1]
-                    chunk = os.read(read_fd, 1 << 16)
-                    if not chunk:
-                        os.close(read_fd)
-                        os.waitpid(children.pop(read_fd)[0], 0)
-                        continue
-                    buffer += chunk
-                    end = _LENGTH + int.from_bytes(buffer[:_LENGTH], "little")
-                    while len(buffer) >= _LENGTH and len(buffer) >= end:  # a whole result is there
-                        index, outcome, host_root = pickle.loads(bytes(buffer[_LENGTH:end]))
-                        del buffer[:end]
-                        done[index] = (outcome, host_root)
-                        end = _LENGTH + int.from_bytes(buffer[:_LENGTH], "little")
+            for index, (outcome, host_root) in in_workers(len(names), workers, lambda index: self._removed_alone(names[index])):
+                done[index] = (Outcome(**outcome), host_root)
                 while following in done:
                     self._merge(names[following], *done.pop(following))
                     following += 1
-        finally:  # on an error here: no worker is left behind (each stops at its next write)
-            for read_fd, (pid, _buffer) in children.items():
-                os.close(read_fd)
-                os.waitpid(pid, 0)
-        for index in range(following, len(names)):  # a process died: what it left is done here
+        except WorkerFailed:
+            pass  # what it left is done below
+        for index in range(following, len(names)):
             if index in done:
                 self._merge(names[index], *done.pop(index))
             else:
                 self.remove(names[index])
+
+    def _removed_alone(self, name: str) -> tuple:
+        """In a worker: ``remove`` one entry with an outcome of its own; that outcome (plain data) and the host root.
+
+        ``on_remove`` is told at the merge, in the order of the names.
+        """
+        self.on_remove = None
+        self.outcome = Outcome()
+        self.remove(name)
+        return vars(self.outcome), self.host_root
 
     def _merge(self, name: str, part: Outcome, host_root: Optional[str]) -> None:
         """Add what a worker did to one entry of the root to the outcome; tell ``on_remove`` as ``remove`` does."""
@@ -591,71 +555,21 @@ class Remover:
         return gone
 
     def _files(self, stack: DirStack, top: Frame) -> None:
-        """Handle the run of non-directories at the end of the top directory's list, in the order ``_visit`` would.
-
-        The same checks as ``_leaf``, with what is looked up per entry there looked up once per directory here.
-        The common case (no exclude glob, an inode no guard holds, not a socket or device node, old by every
-        ``age_by`` time) is decided inline; any other entry goes through ``_leaf`` itself, which decides why.
-        """
+        """Handle the run of non-directories at the end of the top directory's list with ``_leaf``, in the order
+        ``_visit`` would; the parent's fd is looked up once per run, not per file."""
         pending = top.pending
         level = len(stack) - 1
-        name, st = pending.pop()
         parent_fd = top.fd if top.fd is not None else stack.ensure_open()
         if parent_fd is None:
+            pending.pop()
             top.state.all_gone = False
             return
-        outcome = self.outcome
-        listed = outcome.removed_paths
-        plain, held, times, cutoff = self._fast_checks()
-        dry_run = self.dry_run
-        lstat, unlink = os.lstat, os.unlink
         while True:
-            if (not plain or st.st_mode & _S_IFMT in _GUARDED_MODES or (st.st_dev, st.st_ino) in held
-                    or (times is not None and max(times(st)) >= cutoff)):
-                if not self._leaf(parent_fd, name, lambda name=name: stack.names(level, name), st):
-                    top.state.all_gone = False
-            else:
-                counted = True
-                if not dry_run:
-                    try:
-                        now = lstat(name, dir_fd=parent_fd)  # the race check, right before the unlink
-                        if (now.st_ino, now.st_mtime_ns, now.st_ctime_ns) != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
-                            counted = False
-                            top.state.all_gone = False
-                            outcome.keep(self._lazy(lambda name=name: stack.names(level, name)), "changed")
-                        else:
-                            unlink(name, dir_fd=parent_fd)
-                    except FileNotFoundError:
-                        counted = False  # gone, but not by us: as in ``_leaf``
-                    except OSError as exc:
-                        counted = False
-                        top.state.all_gone = False
-                        outcome.error(self._lazy(lambda name=name: stack.names(level, name)), describe_os_error(exc))
-                if counted:
-                    outcome.removed += 1
-                    outcome.freed_bytes += st.st_blocks * 512 if st.st_nlink == 1 else 0
-                    if len(listed) < MAX_LISTED:
-                        listed.append(shown(self.root, stack.names(level, name)))
+            name, st = pending.pop()
+            if not self._leaf(parent_fd, name, lambda name=name: stack.names(level, name), st):
+                top.state.all_gone = False
             if not pending or pending[-1][1].st_mode & _S_IFMT == _S_IFDIR:
                 return
-            name, st = pending.pop()
-
-    def _fast_checks(self) -> tuple:
-        """``(plain, held, times, cutoff)`` for ``_files``: whether its inline path may decide at all (no
-        exclude glob: ``Policy.excluded`` is not inlined), the inodes any guard holds (the union of locked and
-        open: a hit goes to ``_leaf``), and a getter of the ``age_by`` times of a file.
-
-        Worked out once per policy and guards, not per file.
-        """
-        policy, guards = self.policy, self.guards
-        if self._fast is None or self._fast[0] is not policy or self._fast[1] is not guards:
-            plain = not policy.exclude
-            held = guards.locked_inodes | guards.open_inodes if plain else frozenset()
-            fields = ["st_" + name for name in policy.age_by]
-            times = None if not fields else (attrgetter(*fields) if len(fields) > 1
-                                             else lambda st, field=fields[0]: (getattr(st, field),))
-            self._fast = (policy, guards, (plain, held, times, policy.cutoff))
-        return self._fast[2]
 
     def _visit(self, stack: DirStack, name: str, st: os.stat_result) -> None:
         """Handle one entry of the top directory: unlink it, or enter it."""

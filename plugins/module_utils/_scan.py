@@ -18,8 +18,6 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import os
-import pickle
-import stat
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Protocol, Sequence
 
@@ -31,7 +29,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._fdwalk import (
     VANISHED,
     DirStack,
     Frame,
-    WorkCounter,
+    WorkerFailed,
+    default_workers,
+    in_workers,
     open_listed_dir,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._fs import HOST, Tree, mount_id, mounts_below
@@ -200,13 +200,28 @@ class _Walker:
             return subdirs
         sums = self.sums
         with entries:
-            if state is None:
-                part = self._tally_inherited(ri, entries, where, subdirs, key)
-                _add(sums.get(key) or sums.setdefault(key, [0, 0, 0, 0, 0.0]), part)
+            groups = [(key, None, entries)] if state is None else self._classified(ri, entries, key, state, where)
+            for gkey, gstate, members in groups:
+                part = self._tally(ri, members, where, subdirs, gkey, gstate)
+                _add(sums.get(gkey) or sums.setdefault(gkey, [0, 0, 0, 0, 0.0]), part)
                 _add(self.root_sums[ri], part)
-            else:
-                _fold(sums, self.root_sums[ri], self._tally_classified(ri, entries, key, state, where, subdirs))
         return subdirs
+
+    def _classified(self, ri: int, entries, key: Hashable, state: Hashable, where: Callable[[], list]) -> list:
+        """The entries of a directory the layout classifies one by one (a few near the top), grouped by the
+        ``(key, state)`` it gives each: ``[(key, state, entries)]``, the directory's own key first."""
+        child = self.layout.child
+        groups: dict = {(key, None): []}
+        try:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)  # the type readdir gave (an lstat if it gave none)
+                except OSError:
+                    is_dir = False
+                groups.setdefault(child(state, key, entry.name, is_dir), []).append(entry)
+        except OSError as exc:  # reading the directory itself failed part-way
+            self._read_failed(ri, where, exc)
+        return [(gkey, gstate, members) for (gkey, gstate), members in groups.items()]
 
     def _read_failed(self, ri: int, where: Callable[[], list], exc: OSError) -> None:
         """Reading a directory failed part-way: what was read counts, the error is noted."""
@@ -218,9 +233,10 @@ class _Walker:
         else:
             self.notes.error(self._path(ri, where() + [name]), describe_os_error(exc))
 
-    def _tally_inherited(self, ri: int, entries, where: Callable[[], list], subdirs: list, key: Hashable) -> list:
-        """The hot loop, for a directory whose entries all take its key (most of them): one ``fstatat`` per
-        entry, sums in local variables, no path strings, no call per entry.
+    def _tally(self, ri: int, entries, where: Callable[[], list], subdirs: list, key: Hashable,
+               state: Optional[Hashable]) -> list:
+        """The hot loop: entries that all take ``key`` (their subdirectories ``state``), one ``fstatat`` each,
+        sums in local variables, no path strings, no call per entry.
 
         Returns ``[blocks, apparent bytes, files, dirs, newest mtime]``.
         """
@@ -244,7 +260,7 @@ class _Walker:
                     if (dev, st.st_ino) in other_roots:
                         continue  # measured as a root of its own
                     dirs += 1
-                    append((entry.name, st.st_ino, key, None))
+                    append((entry.name, st.st_ino, key, state))
                 elif st.st_nlink > 1:
                     ident = (st.st_dev, st.st_ino)
                     if ident not in hardlinks:
@@ -260,47 +276,6 @@ class _Walker:
         except OSError as exc:  # reading the directory itself failed part-way
             self._read_failed(ri, where, exc)
         return [blocks, apparent, files, dirs, newest]
-
-    def _tally_classified(self, ri: int, entries, key: Hashable, state: Hashable, where: Callable[[], list],
-                          subdirs: list) -> dict:
-        """Tally entries that the layout classifies one by one; sums per key, as in ``_tally_inherited``."""
-        child = self.layout.child
-        dev = self.infos[ri].dev
-        sums: dict = {key: [0, 0, 0, 0, 0.0]}
-        try:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    self._entry_failed(ri, where, entry.name, exc)
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                ckey, cstate = child(state, key, entry.name, is_dir)
-                acc = sums.get(ckey)
-                if acc is None:
-                    acc = sums[ckey] = [0, 0, 0, 0, 0.0]
-                if is_dir:
-                    if st.st_dev != dev:
-                        self.notes.skip(self._path(ri, where() + [entry.name]), "other filesystem")
-                        continue
-                    if (dev, st.st_ino) in self.other_roots:
-                        continue  # measured as a root of its own
-                    acc[3] += 1
-                    subdirs.append((entry.name, st.st_ino, ckey, cstate))
-                elif st.st_nlink > 1:
-                    ident = (st.st_dev, st.st_ino)
-                    if ident not in self.hardlinks:
-                        self.hardlinks[ident] = (ckey, ri, st.st_blocks * 512, st.st_size, st.st_mtime)
-                    continue
-                else:
-                    acc[2] += 1
-                acc[0] += st.st_blocks
-                acc[1] += st.st_size
-                if st.st_mtime > acc[4]:
-                    acc[4] = st.st_mtime
-        except OSError as exc:  # reading the directory itself failed part-way
-            self._read_failed(ri, where, exc)
-        return sums
 
     def _open_item(self, item: _Item) -> Optional[int]:
         """Open the directory an item names, following its chain from the root fd by fd."""
@@ -383,15 +358,6 @@ class _Walker:
         return emitted
 
 
-def default_workers() -> int:
-    """Processes to scan with: the CPUs this process may use, at most 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
-
-
 def _root_info(root: Root, notes: Notes) -> Optional[_RootInfo]:
     try:
         fd = root.open()
@@ -404,13 +370,6 @@ def _root_info(root: Root, notes: Notes) -> Optional[_RootInfo]:
         return _RootInfo(st.st_dev, st.st_ino, mnt, Tally(st.st_blocks * 512, st.st_size, 0, 1, st.st_mtime))
     finally:
         os.close(fd)
-
-
-def _fold(sums: dict, root_sum: list, found: dict) -> None:
-    """Add one directory's sums per key (``[blocks, apparent bytes, files, dirs, newest]``) into the walk's."""
-    for key, part in found.items():
-        _add(sums.get(key) or sums.setdefault(key, [0, 0, 0, 0, 0.0]), part)
-        _add(root_sum, part)
 
 
 def _tally_of(acc: list) -> Tally:
@@ -444,51 +403,27 @@ def scan(roots: Sequence[Root], layout: Layout, workers: Optional[int] = None) -
 
 
 def _walk_in_workers(walker: _Walker, items: list, workers: int) -> list:
-    """Walk the items in forked processes; return each process's partial result.
+    """Walk the items in forked processes (``_fdwalk.in_workers``); return each process's partial result.
 
-    The items are inherited through fork, and each process takes the next
-    index from a shared counter until none is left, so nothing crosses a pipe
-    but one result per process.  The counter is a ``WorkCounter`` (a token in
-    a pipe), not ``multiprocessing.Value``: about 30 ms less to import and set
-    up, in the part of the scan no worker shares.
+    The items are inherited through fork, and each process walks the next one until none is left, so nothing
+    crosses a pipe but one result per process.
     """
-    counter = WorkCounter()
-    children = []
+    mine = _Walker(walker.roots, walker.layout, walker.infos)
+    mine.keep_roots = True  # items are subtrees of a few roots: a process opens and checks each root once
+
+    def walk(index: int) -> None:
+        mine.walk(items[index])
+
+    def finish() -> tuple:
+        sums, root_sums, hardlinks, notes = mine.result()
+        return sums, root_sums, hardlinks, vars(notes)
+
+    partials = []
     try:
-        for _worker in range(workers):
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
-                os.close(read_fd)
-                status = 0
-                try:
-                    mine = _Walker(walker.roots, walker.layout, walker.infos)
-                    mine.keep_roots = True  # items are subtrees of a few roots: open and check each root once
-                    while True:
-                        index = counter.take()
-                        if index >= len(items):
-                            break
-                        mine.walk(items[index])
-                    payload = pickle.dumps(("ok", mine.result()), pickle.HIGHEST_PROTOCOL)
-                except BaseException as exc:  # pylint: disable=broad-exception-caught
-                    payload = pickle.dumps(("error", "%s: %s" % (exc.__class__.__name__, exc)))
-                    status = 1
-                with os.fdopen(write_fd, "wb") as pipe:
-                    pipe.write(payload)
-                os._exit(status)
-            os.close(write_fd)
-            children.append((pid, read_fd))
-    finally:
-        counter.close()
-    partials, failures = [], []
-    for pid, read_fd in children:
-        with os.fdopen(read_fd, "rb") as pipe:
-            data = pipe.read()
-        os.waitpid(pid, 0)
-        outcome, value = pickle.loads(data) if data else ("error", "scan worker %d died" % pid)
-        (partials if outcome == "ok" else failures).append(value)
-    if failures:
-        raise RuntimeError("scan worker failed: %s" % failures[0])
+        for _finished, (sums, root_sums, hardlinks, notes) in in_workers(len(items), workers, walk, finish):
+            partials.append((sums, root_sums, hardlinks, Notes(**notes)))
+    except WorkerFailed as exc:
+        raise RuntimeError("scan worker failed: %s" % exc) from None
     return partials
 
 

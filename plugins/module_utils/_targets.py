@@ -5,9 +5,10 @@
 """The targets of a run on one node: the host and each Ray worker container, listed by one loop for every front door.
 
 ``node_targets`` lists them once for the report and the cleanup alike: whether containers are wanted
-(``containers: auto`` asks whether the node has Docker), Docker unreachable (an error of the run, never silence),
-a container that is not running, one whose root cannot be entered, and, when asked, whether each is busy, sampled
-side by side over one window.
+(``containers: auto`` asks whether the node has Docker) and Docker unreachable (an error of the run, never
+silence).  It only lists: whoever uses a container ``enter``s it right before (a container that is not running,
+one whose root cannot be entered, one that stopped since the listing), and ``sample_activity`` says whether each
+is busy, sampled side by side over one window.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -62,7 +63,8 @@ class Slot:
     container: Any = None
     environ: Optional[dict] = None
     status: Optional[str] = None
-    """None when it can be measured; ``not_running`` (a stopped container) or ``error`` (``reason`` says why)."""
+    """None when it can be measured (a container once ``enter``ed: listed, ``target`` is None); ``not_running`` (a
+    stopped container) or ``error`` (``reason`` says why)."""
     reason: Optional[str] = None
     activity: Optional[dict] = None
 
@@ -87,8 +89,8 @@ class NodeTargets:
         return [slot for slot in self.slots if slot.kind == "container"]
 
 
-def node_targets(options, psutil, docker, host: bool = True, activity: bool = False) -> NodeTargets:
-    """List the targets of ``options`` (containers, container_name_filter, docker_host) and sample them if asked."""
+def node_targets(options, docker, host: bool = True) -> NodeTargets:
+    """List the targets of ``options`` (containers, container_name_filter, docker_host); containers are not entered."""
     found = NodeTargets(containers_wanted=containers_wanted(options.containers, options.docker_host))
     if host:
         found.slots.append(Slot("host", "host", host_target()))
@@ -98,17 +100,15 @@ def node_targets(options, psutil, docker, host: bool = True, activity: bool = Fa
         except DockerUnavailable as exc:
             found.containers_error = str(exc)
             containers = []
-        for container in containers:
-            slot = Slot(container.name, "container", None, container=container)
-            enter(slot)
-            found.slots.append(slot)
-    if activity:
-        sample_activity(found.slots, options, psutil)
+        found.slots += [Slot(container.name, "container", None, container=container) for container in containers]
     return found
 
 
 def enter(slot: Slot) -> None:
-    """Resolve a container's root now (again, right before it is measured: it may have stopped meanwhile)."""
+    """Resolve a container's root now, right before it is used (it may have stopped since the listing or the last use).
+
+    A slot already found unusable (``status``) and the host are left as they are.
+    """
     if slot.kind != "container" or slot.status is not None:
         return
     try:
@@ -121,12 +121,17 @@ def enter(slot: Slot) -> None:
 
 
 def sample_activity(slots: list, options, psutil) -> None:
-    """Set ``activity`` (busy or idle, and why) of every slot that can be measured, sampled over one window."""
+    """Set ``activity`` (busy or idle, and why) of every slot that can be measured, sampled over one window.
+
+    A container not entered yet is entered first, right before the window; one already entered is sampled as it is.
+    """
     rules = TitleRules(tuple(options.busy_titles), tuple(options.idle_titles))
     samples = {}
     for index, slot in enumerate(slots):
         if slot.target is None:
-            continue
+            enter(slot)
+            if slot.target is None:
+                continue
         if slot.kind == "host":
             samples[index] = HostSample(psutil, slot.target, rules, options.ray_uids | {0})
         else:

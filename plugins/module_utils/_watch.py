@@ -30,7 +30,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._pressure import (
     read_filesystems,
     watched_dirs,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._targets import node_targets
+from ansible_collections.rayops.disk.plugins.module_utils._targets import enter, node_targets
 
 REFRESH_SECONDS = 60.0
 """How often the guard lists the containers and finds Ray's temp roots again."""
@@ -80,13 +80,20 @@ class Guard:
         self.refresh_at = 0.0
         self.retry_at = 0.0
 
+    @property
+    def troubled(self) -> bool:
+        """The guard's verdict on what it saw: a disk at or above its high mark after its last look, or a reclaim
+        that failed or was locked out by another cleanup (``watch --once`` exits 1 then)."""
+        return self.state.active or bool(self.state.reclaims["failed"] or self.state.reclaims["locked"])
+
     def refresh(self) -> None:
-        """List the targets and the dirs to watch on each (a container that cannot be entered is said)."""
-        node = node_targets(self.usage, self.psutil, self.docker, host=self.options.host)
+        """List the targets, enter each, and find the dirs to watch on it (a container that cannot be entered is said)."""
+        node = node_targets(self.usage, self.docker, host=self.options.host)
         self.watched, problems = [], []
         if node.containers_error:
             problems.append(node.containers_error)
         for slot in node.slots:
+            enter(slot)
             if slot.status is not None:
                 if slot.status == "error":
                     problems.append("%s: %s" % (slot.name, slot.reason))

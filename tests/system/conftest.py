@@ -116,19 +116,24 @@ import ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 refs = [ray.put(bytes([i]) * (20 * 1024 * 1024)) for i in range(8)]  # 160 MB into a 75 MB store
 skip = set(sys.argv[3:])  # node dirs of earlier runs
-deadline = time.time() + 60
-while time.time() < deadline:
+deadline = time.time() + 90
+last, quiet_since = -1, time.time()
+while time.time() < deadline:  # Ray spills in batches, the next one seconds after the first: wait for 3 s of quiet
     spilled = [p for p in glob.glob(os.path.join(sys.argv[2], "*"))
                if os.path.basename(os.path.dirname(p)) not in skip]
-    if sum(os.path.getsize(p) for p in spilled) >= 60 * 1024 * 1024:
+    total = sum(os.path.getsize(p) for p in spilled)
+    if total != last:
+        last, quiet_since = total, time.time()
+    elif total >= 60 * 1024 * 1024 and time.time() - quiet_since >= 3:
         break
     time.sleep(0.2)
 else:
-    sys.exit("no objects were spilled")
+    sys.exit("no objects were spilled, or the spilling never stopped")
 print("SPILLED", flush=True)
 time.sleep(600)  # hold the refs: Ray deletes spilled files of freed objects
 """
-"""Spill 160 MB and hold it: ``argv[2]`` globs the node spill dirs to wait for (``argv[3:]``: names to skip)."""
+"""Spill 160 MB, wait until Ray has stopped spilling, hold it: ``argv[2]`` globs the node spill dirs to wait for
+(``argv[3:]``: names to skip)."""
 
 
 BURN_DRIVER = r"""
@@ -270,13 +275,27 @@ class RayHead:
 
     def stop(self):
         """Kill this head's processes and their children by pid, as a crash would; no other Ray here is touched."""
-        procs = self.processes()
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=30)
+        kill_all(self.processes())
+
+
+def kill_all(procs):
+    """Kill processes a test started (``psutil.Process``, by pid) and wait for them."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def kill_tree(proc):
+    """Kill a process a test started (a ``Popen``) and every process below it; wait for them."""
+    try:
+        top = psutil.Process(proc.pid)
+        kill_all([top] + top.children(recursive=True))
+    except psutil.NoSuchProcess:
+        pass
+    proc.wait(timeout=30)
 
 
 def wait_for_title(title, timeout=60):

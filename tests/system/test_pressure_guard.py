@@ -39,6 +39,7 @@ import time
 import psutil
 import pytest
 
+from ansible_collections.rayops.disk.tests.system.conftest import kill_tree
 from ansible_collections.rayops.disk.tests.system.test_node_cli import install
 from ansible_collections.rayops.disk.tests.unit.conftest import aged
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
@@ -167,29 +168,6 @@ def small_fs():
         yield fs
     finally:
         fs.close()
-
-
-def kill_tree(proc, term_first=False):
-    """Stop a process this test started (by pid) and every process below it; wait for them."""
-    try:
-        top = psutil.Process(proc.pid)
-        procs = [top] + top.children(recursive=True)
-    except psutil.NoSuchProcess:
-        procs = []
-    if term_first and procs:
-        try:
-            procs[0].send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-        _gone, procs = psutil.wait_procs(procs[:1], timeout=20)
-    for each in procs:
-        try:
-            each.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
-    if isinstance(proc, subprocess.Popen):
-        proc.wait(timeout=30)
 
 
 @pytest.fixture

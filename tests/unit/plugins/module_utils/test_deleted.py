@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -100,13 +101,32 @@ class Holder:
         return self.proc.stdout.readline().strip()
 
     def kill(self):
-        """Kill the holder (and its forked child: the session it leads) and reap it."""
+        """Kill the holder and its forked child (the session it leads); reap the holder, and wait until the child
+        holds no file either (gone, or a zombie: SIGKILL lands when the kernel gets to it, later under load)."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait(timeout=30)
+        children = []
+        for pid in self.pids[1:]:
+            try:
+                children.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + 30
+        while any(_holds_files(child) for child in children):
+            assert time.monotonic() < deadline, "the holder's child outlived SIGKILL"
+            time.sleep(0.05)
+
+
+def _holds_files(proc):
+    """Whether a process still runs (not exited, not a zombie) and so may hold files."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ def test_hostile_tree(hostile):
 
 
 def test_hostile_tree_without_excludes_in_worker_processes(hostile):
-    """No exclude glob: files take the remover's inline path; side by side, the workers decide as one process."""
+    """No exclude glob; side by side, the workers decide as one process does."""
     tmp, outside = hostile
     outside_before = tree_digest(str(outside))
     tmp_before = tree_digest(str(tmp))

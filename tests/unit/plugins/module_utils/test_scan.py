@@ -28,17 +28,18 @@ class OneKey:
         return key, None
 
 
-class Hook(OneKey):
-    """Runs ``action(name)`` once when an entry called ``trigger`` is listed, to change the tree mid-walk."""
+def before_open(monkeypatch, name, action):
+    """Run ``action()`` once right before the walk opens the directory ``name`` it listed and stat-ed: the race."""
+    real, fired = _scan.open_listed_dir, []
 
-    def __init__(self, trigger, action):
-        self.trigger, self.action, self.fired = trigger, action, False
+    def hooked(parent_fd, child, ino, dev, mnt):
+        if child == name and not fired:
+            fired.append(child)
+            action()
+        return real(parent_fd, child, ino, dev, mnt)
 
-    def child(self, state, key, name, is_dir):
-        if name == self.trigger and not self.fired:
-            self.fired = True
-            self.action()
-        return key, None
+    monkeypatch.setattr(_scan, "open_listed_dir", hooked)
+    return fired
 
 
 def measure(path, workers=1, layout=None):
@@ -208,13 +209,13 @@ def test_ten_thousand_levels_deep(tmp_path, monkeypatch):
         subprocess.run(["rm", "-rf", str(root)], check=True)  # shutil.rmtree of Python 3.11 recurses
 
 
-def test_entries_vanishing_mid_walk_are_skipped(tmp_path):
+def test_entries_vanishing_mid_walk_are_skipped(tmp_path, monkeypatch):
     root = tmp_path / "root"
     write(str(root / "a" / "keep"), 4096)
     write(str(root / "gone" / "inner" / "f"), 1 << 20)
-    layout = Hook("a", lambda: shutil.rmtree(root / "gone"))
-    tally, result = measure(root, layout=layout)
-    assert layout.fired
+    fired = before_open(monkeypatch, "gone", lambda: shutil.rmtree(root / "gone"))
+    tally, result = measure(root)
+    assert fired
     assert result.notes.error_count == 0
     assert result.notes.skipped == [{"path": str(root / "gone"), "reason": "vanished"}]
     assert tally.bytes < 1 << 20
@@ -232,15 +233,15 @@ def test_files_vanishing_before_stat_are_skipped(tmp_path):
             except FileNotFoundError:
                 pass
 
-    layout = Hook(None, None)
+    layout = OneKey()
     layout.child = lambda state, key, name, is_dir: (remove_all(), (key, None))[1]
     tally, result = measure(root, layout=layout)
-    assert tally.files == 1  # the first one listed; the other 19 vanished before their stat
-    assert result.notes.skipped_count == 19
+    assert tally.files == 0  # the layout sees every name of a directory before any is stat-ed: all vanished
+    assert result.notes.skipped_count == 20
     assert {s["reason"] for s in result.notes.skipped} == {"vanished"}
 
 
-def test_dir_swapped_for_symlink_mid_walk_is_not_followed(tmp_path):
+def test_dir_swapped_for_symlink_mid_walk_is_not_followed(tmp_path, monkeypatch):
     outside = tmp_path / "outside"
     write(str(outside / "big"), 1 << 20)
     root = tmp_path / "root"
@@ -251,13 +252,15 @@ def test_dir_swapped_for_symlink_mid_walk_is_not_followed(tmp_path):
         shutil.rmtree(root / "victim")
         os.symlink(str(outside), str(root / "victim"))
 
-    tally, result = measure(root, layout=Hook("a", swap))
+    fired = before_open(monkeypatch, "victim", swap)
+    tally, result = measure(root)
+    assert fired
     assert tally.bytes < 1 << 20
     assert result.notes.errors == [{"path": str(root / "victim"),
                                     "error": "changed during scan (no longer a directory)"}]
 
 
-def test_dir_replaced_mid_walk_is_not_entered(tmp_path):
+def test_dir_replaced_mid_walk_is_not_entered(tmp_path, monkeypatch):
     root = tmp_path / "root"
     write(str(root / "a" / "f"), 4096)
     write(str(root / "victim" / "f"), 4096)
@@ -266,7 +269,9 @@ def test_dir_replaced_mid_walk_is_not_entered(tmp_path):
         os.rename(root / "victim", tmp_path / "moved-aside")
         write(str(root / "victim" / "new-and-big"), 1 << 20)
 
-    tally, result = measure(root, layout=Hook("a", replace))
+    fired = before_open(monkeypatch, "victim", replace)
+    tally, result = measure(root)
+    assert fired
     assert tally.bytes < 1 << 20
     assert result.notes.errors == [{"path": str(root / "victim"), "error": "changed during scan (replaced)"}]
 
