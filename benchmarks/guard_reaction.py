@@ -9,14 +9,20 @@ Not a test: it prints figures, never asserts. Run as root (it mounts a tmpfs):
     .venv/bin/python benchmarks/guard_reaction.py                         # 512 MiB, 50 MiB/s, 3 rounds, 1 min idle
     .venv/bin/python benchmarks/guard_reaction.py --size-mib 3072 --idle-minutes 5
     .venv/bin/python benchmarks/guard_reaction.py --interval 1 --rounds 10   # looking every second
+    .venv/bin/python benchmarks/guard_reaction.py --containers 20 --idle-minutes 3 --rounds 0   # idle, 20 workers
 
 A tmpfs of ``--size-mib`` is mounted under /tmp and holds the tmp dir (``<tmpfs>/ray`` is Ray's temp root). The
 guard runs as the role installs it (the zipapp the role builds, ``python -I ray-maintenance.pyz``) with the
 default ``watch_interval_seconds`` (5, or ``--interval``) and marks (90 / 80 %), ``containers: false``, its
 lock, log and metrics in a scratch dir.
 
-First it is left idle: its CPU time (``psutil`` ``cpu_times``, user + system) over the first 60 s as % of one
-core, and its RSS at start, after 60 s and after ``--idle-minutes``.
+With ``--containers N`` it also watches N worker containers (``rayops-test/busybox``, which scripts/setup.sh
+builds; ``containers: true``, their name filter), as it would on a node running Ray workers in Docker: every
+look reads their filesystems too, and every minute it lists them, enters each and looks for Ray in it.
+
+First it is left idle: its CPU time (``psutil`` ``cpu_times``, user + system) as % of one core over the first
+60 s and over all of ``--idle-minutes`` (a minute's re-listing included), and its RSS at start, after 60 s and
+after ``--idle-minutes``.
 
 Then, ``--rounds`` times: the tmpfs gets reclaimable junk (a crashed node's stale session: 30 % of the size in
 100 KiB logs; litter ``tmp*`` and ``pip-*``: 20 %; all aged 3 h) and a writer appends 1 MiB chunks at
@@ -26,7 +32,7 @@ the start of the guard's reclaim (its log line's time less the seconds it says t
 0.1 s); the peak is the highest used % the writer saw after any of its writes. A write that fails with ENOSPC
 is counted and retried 50 ms later (a job would have failed).
 
-Only what it started is stopped (by pid) and only its own tmpfs is unmounted.
+Only what it started is stopped (by pid, and its containers by name) and only its own tmpfs is unmounted.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
+import docker
 import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +65,12 @@ def used_percent(path: str) -> float:
     st = os.statvfs(path)
     taken = st.f_blocks - st.f_bfree
     return 100.0 * taken / (taken + st.f_bavail)
+
+
+def cpu_percent(before: tuple, after: tuple) -> float:
+    """% of one core between two ``(cpu_times, monotonic)`` readings of a process (user + system)."""
+    (cpu_a, wall_a), (cpu_b, wall_b) = before, after
+    return 100.0 * ((cpu_b.user - cpu_a.user) + (cpu_b.system - cpu_a.system)) / (wall_b - wall_a)
 
 
 def write(path: str, size: int) -> None:
@@ -142,6 +156,7 @@ def main() -> None:
     parser.add_argument("--idle-minutes", type=float, default=1.0, help="idle time before the rounds (at least 1)")
     parser.add_argument("--interval", type=float, default=None,
                         help="watch_interval_seconds (default: the config's default, 5)")
+    parser.add_argument("--containers", type=int, default=0, help="worker containers to watch too (default 0)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each round as it ends, also into a file
     if os.geteuid() != 0:
@@ -151,7 +166,13 @@ def main() -> None:
     fs = tempfile.mkdtemp(prefix="rpb", dir="/tmp")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=1777" % size, "rayops-guard-bench", fs], check=True)
     guard = None
+    client = docker.from_env() if args.containers else None
+    tag = "rayops-guard-bench-%s" % uuid.uuid4().hex[:6]
+    workers = []
     try:
+        for index in range(args.containers):
+            workers.append(client.containers.run("rayops-test/busybox:latest", name="%s-%02d" % (tag, index),
+                                                 init=True, detach=True))
         os.mkdir(os.path.join(scratch, "lib"))
         built = json.loads(subprocess.run([sys.executable, BUILD, REPO, os.path.join(scratch, "lib")], check=True,
                                           capture_output=True, text=True).stdout)
@@ -159,7 +180,8 @@ def main() -> None:
         os.mkdir(os.path.join(scratch, "metrics"))
         config = os.path.join(scratch, "ray-maintenance.json")
         with open(config, "w") as handle:
-            json.dump({"tmp_dir": fs, "ray_temp_dir": os.path.join(fs, "ray"), "containers": False,
+            json.dump({"tmp_dir": fs, "ray_temp_dir": os.path.join(fs, "ray"), "containers": bool(workers),
+                       "container_name_filter": tag,
                        "age_by": ["mtime", "atime"], "lock_file": os.path.join(scratch, "cleanup.lock"),
                        "log_file": log, "metrics_dir": os.path.join(scratch, "metrics"),
                        "audit_log": os.path.join(scratch, "audit.jsonl"),
@@ -175,21 +197,24 @@ def main() -> None:
                 raise SystemExit("the guard exited: %s" % guard.returncode)
             time.sleep(0.05)
         proc = psutil.Process(guard.pid)
-        print("guard %s, pid %d, tmpfs %s of %d MiB, writer %g MiB/s" % (built["label"], guard.pid, fs,
-                                                                         args.size_mib, args.rate_mib))
+        print("guard %s, pid %d, tmpfs %s of %d MiB, writer %g MiB/s, %d worker container(s)" % (
+            built["label"], guard.pid, fs, args.size_mib, args.rate_mib, len(workers)))
 
         # idle: CPU over the first 60 s, RSS at start, after 60 s and after --idle-minutes
         rss_start = proc.memory_info().rss / MIB
-        cpu_before, wall_before = proc.cpu_times(), time.monotonic()
+        start = (proc.cpu_times(), time.monotonic())
         time.sleep(60)
-        cpu_after, wall_after = proc.cpu_times(), time.monotonic()
+        minute = (proc.cpu_times(), time.monotonic())
         rss_60 = proc.memory_info().rss / MIB
-        cpu = 100.0 * ((cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)) / (
-            wall_after - wall_before)
         time.sleep(max(0.0, args.idle_minutes * 60 - 60))
+        end = (proc.cpu_times(), time.monotonic())
         rss_end = proc.memory_info().rss / MIB
-        print("idle: CPU %.2f%% of one core over 60 s; RSS %.1f MiB at start, %.1f MiB after 1 min, %.1f MiB after "
-              "%g min" % (cpu, rss_start, rss_60, rss_end, args.idle_minutes))
+        cpu, cpu_all = cpu_percent(start, minute), cpu_percent(start, end)
+        with open(os.path.join(scratch, "metrics", "rayops_ray_pressure.prom")) as handle:
+            watched = set(re.findall(r'^rayops_ray_pressure_used_ratio\{[^}]*target="([^"]+)"', handle.read(), re.M))
+        print("idle, watching %d target(s): CPU %.2f%% of one core over 60 s, %.2f%% over %g min; RSS %.1f MiB at "
+              "start, %.1f MiB after 1 min, %.1f MiB after %g min" % (
+                  len(watched), cpu, cpu_all, args.idle_minutes, rss_start, rss_60, rss_end, args.idle_minutes))
 
         reactions, peaks, durations, enospc = [], [], [], 0
         for round_no in range(args.rounds):
@@ -235,7 +260,7 @@ def main() -> None:
                       statistics.median(reactions), min(reactions), max(reactions), len(reactions),
                       statistics.median(durations), last.group(1) if last else "-", max(peaks), enospc, cpu,
                       rss_start, rss_end, args.idle_minutes))
-        else:
+        elif peaks:
             print("summary: no reaction measured; peak %.1f%%; ENOSPC %d" % (max(peaks), enospc))
     finally:
         if guard is not None and guard.poll() is None:
@@ -245,6 +270,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 guard.kill()
                 guard.wait()
+        for worker in workers:
+            worker.remove(force=True)
         if subprocess.run(["umount", fs], check=False).returncode != 0:
             subprocess.run(["umount", "-l", fs], check=False)
         os.rmdir(fs)

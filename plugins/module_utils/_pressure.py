@@ -47,7 +47,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._deleted import delete
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystems_under, process_parent
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
-from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import discover, pids_in_namespace
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import discover, pids_in_namespace, ray_candidates
 from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import live_node_ids
 from ansible_collections.rayops.disk.plugins.module_utils._targets import NodeTargets, Slot, enter, sample_activity
 from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport
@@ -101,10 +101,14 @@ class Reading:
                 "inodes_used_percent": self.inodes_used_percent, "free_bytes": self.free_bytes}
 
 
-def watched_dirs(slot: Slot, options: UsageOptions, psutil) -> list:
-    """The dirs whose filesystems are watched on ``slot``, as it sees them: tmp dir, Ray temp roots, spill dirs."""
+def watched_dirs(slot: Slot, options: UsageOptions, psutil, candidates: Optional[list] = None) -> list:
+    """The dirs whose filesystems are watched on ``slot``, as it sees them: tmp dir, Ray temp roots, spill dirs.
+
+    ``candidates`` (``_ray_layout.ray_candidates``): one look at every process, shared by every slot.
+    """
     own = options if slot.kind == "host" else options.for_container()
-    layout = discover(slot.target, psutil, own.tmp_dir, own.ray_temp_dir, slot.environ, options.ray_uids)
+    layout = discover(slot.target, psutil, own.tmp_dir, own.ray_temp_dir, slot.environ, options.ray_uids,
+                      candidates)
     found = [own.tmp_dir] + list(layout.temp_roots) + list(own.spill_dirs)
     return list(dict.fromkeys(os.path.normpath(path) for path in found))
 
@@ -190,7 +194,8 @@ class PressureReclaim:
 
     def run(self, node: NodeTargets) -> dict:
         """The reclaim's result: a cleanup result (``targets``, ``freed_bytes``…) with ``pressure``."""
-        slots = [slot for slot in node.slots if self._ready(slot)]
+        candidates = ray_candidates(self.psutil)  # one look at every process, for every slot
+        slots = [slot for slot in node.slots if self._ready(slot, candidates)]
         before = [r for slot in slots for r in self.readings[slot.name]]
         pressed = self._over_low(slots)
         trigger = over_marks(before, self.options) or over_marks(before, self.options, low=True)
@@ -224,7 +229,7 @@ class PressureReclaim:
         return {"changed": changed, "freed_bytes": freed, "status": "done", "reason": None, "targets": targets,
                 "docker_prune": prune, "containers_error": node.containers_error, "pressure": pressure}
 
-    def _ready(self, slot: Slot) -> bool:
+    def _ready(self, slot: Slot, candidates: list) -> bool:
         """Enter the slot and read its filesystems; False (its entry says why) when it cannot be read."""
         enter(slot)
         own = self.usage if slot.kind == "host" else self.usage.for_container()
@@ -233,7 +238,7 @@ class PressureReclaim:
             self.entries[slot.name] = new_entry(slot.name, slot.kind, status, slot.reason, own.tmp_dir)
             return False
         try:
-            self.dirs[slot.name] = watched_dirs(slot, self.usage, self.psutil)
+            self.dirs[slot.name] = watched_dirs(slot, self.usage, self.psutil, candidates)
             self.readings[slot.name] = read_filesystems(slot, self.dirs[slot.name])
         except (LookupError, OSError) as exc:
             self.entries[slot.name] = new_entry(slot.name, slot.kind, "error", str(exc), own.tmp_dir)

@@ -162,15 +162,13 @@ def process_title(name: str, cmdline: Sequence[str]) -> str:
     return name or ""
 
 
-def iter_ray_processes(psutil, mnt_ns: Optional[str]):
-    """Yield ``(process, kind, title, cmdline)`` for Ray's processes in a mount namespace (any when None).
+def ray_candidates(psutil) -> list:
+    """``(process, kind, title, cmdline)`` of every live process that says it is Ray's, from one look at all.
 
-    ``kind`` is raylet, gcs_server or log_monitor, or None for a ``ray::``
-    worker or agent.  A process whose namespace cannot be read (another
-    user's, when not root) counts only for this process's own namespace, the
-    host; zombies never count.
+    ``kind`` is raylet, gcs_server or log_monitor, or None for a ``ray::`` worker or agent; zombies never count.
+    Nothing here is trusted yet (see ``trust_process``).
     """
-    own_ns = mount_namespace("self")
+    found = []
     for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
         if proc.info.get("status") == psutil.STATUS_ZOMBIE:
             continue
@@ -178,8 +176,20 @@ def iter_ray_processes(psutil, mnt_ns: Optional[str]):
         cmdline = proc.info.get("cmdline") or []
         kind = process_kind(name, cmdline)
         title = process_title(name, cmdline)
-        if kind is None and not title.startswith("ray::"):
-            continue
+        if kind is not None or title.startswith("ray::"):
+            found.append((proc, kind, title, cmdline))
+    return found
+
+
+def iter_ray_processes(psutil, mnt_ns: Optional[str], candidates: Optional[list] = None):
+    """Yield ``(process, kind, title, cmdline)`` for Ray's processes in a mount namespace (any when None).
+
+    ``candidates`` (``ray_candidates``, default: looked up now) lets several targets share one look at every
+    process.  A process whose namespace cannot be read (another user's, when not root) counts only for this
+    process's own namespace, the host.
+    """
+    own_ns = mount_namespace("self")
+    for proc, kind, title, cmdline in ray_candidates(psutil) if candidates is None else candidates:
         if mnt_ns is not None:
             proc_ns = mount_namespace(proc.info["pid"])
             if proc_ns != mnt_ns and not (proc_ns is None and mnt_ns == own_ns):
@@ -204,13 +214,13 @@ def user_label(uid: int) -> str:
         return "uid %d" % uid
 
 
-def ray_processes(psutil, mnt_ns: Optional[str]) -> list:
+def ray_processes(psutil, mnt_ns: Optional[str], candidates: Optional[list] = None) -> list:
     """Processes in a mount namespace that say they are Ray system processes (raylet, gcs_server, log_monitor).
 
-    Nothing here is trusted yet: see ``trust_process``.
+    Nothing here is trusted yet: see ``trust_process``.  ``candidates``: as for ``iter_ray_processes``.
     """
     found = []
-    for proc, kind, _title, cmdline in iter_ray_processes(psutil, mnt_ns):
+    for proc, kind, _title, cmdline in iter_ray_processes(psutil, mnt_ns, candidates):
         uids = process_uids(proc) if kind is not None else None
         if uids is not None:
             found.append(RayProcess(proc.pid, kind, tuple(cmdline), uids[1] if uids[0] == uids[1] else -1))
@@ -420,15 +430,17 @@ def latest_session(tree: Tree, temp_root: str) -> Optional[str]:
 
 
 def discover(target: Target, psutil, tmp_dir: str, ray_temp_dir: Optional[str] = None,
-             environ: Optional[dict] = None, ray_uids: frozenset = frozenset()) -> RayLayout:
+             environ: Optional[dict] = None, ray_uids: frozenset = frozenset(),
+             candidates: Optional[list] = None) -> RayLayout:
     """Ray's temp roots, live sessions and node role on a target, from its trusted Ray processes.
 
     An explicit ``ray_temp_dir`` replaces the discovered roots; without one
     and without trusted running Ray, the default root is used.  Processes
     that claim to be Ray's but are not trusted are listed with the reason.
+    ``candidates``: as for ``iter_ray_processes``.
     """
     trusted, untrusted = [], []
-    for proc in ray_processes(psutil, target.mnt_ns):
+    for proc in ray_processes(psutil, target.mnt_ns, candidates):
         reason = trust_process(proc, target.tree, ray_uids)
         if reason is None:
             trusted.append(proc)

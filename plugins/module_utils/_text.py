@@ -157,7 +157,8 @@ def footer(statuses: Sequence[str], tail: str) -> str:
 def report_table(hosts: Sequence[dict]) -> list:
     """The fleet table of ``ray_disk_report.yml``: a row per node.
 
-    ``hosts``: ``{"host", "result" (ray_tmp_usage's), "unreachable", "failure"}``.
+    ``hosts``: ``{"host", "result" (ray_tmp_usage's), "unreachable", "failure"}``.  "held open" is what deleted
+    files still open hold on the host and its containers: space no deletion frees until the holder closes them.
     """
     rows, statuses = [], []
     for host in hosts:
@@ -165,15 +166,19 @@ def report_table(hosts: Sequence[dict]) -> list:
         status, reason = node_outcome(host)
         statuses.append(status)
         if status in NODE_STATUSES:
-            rows.append((host["host"], status, "-", "-", "-", "-", "-", "-", reason))
+            rows.append((host["host"], status) + ("-",) * 8 + (reason,))
             continue
         fs = result["filesystem"]
-        freeable = freeable_bytes(result) + sum(freeable_bytes(c) for c in result.get("containers") or [])
-        rows.append((host["host"], status, result["level"], "%.1f" % fs["used_percent"], format_bytes(fs["free_bytes"]),
+        targets = [result] + list(result.get("containers") or [])
+        freeable = sum(freeable_bytes(target) for target in targets)
+        held = sum((target.get("deleted_open") or {}).get("bytes", 0) for target in targets)
+        rows.append((host["host"], status, result["level"], "%.1f" % fs["used_percent"],
+                     percent(fs.get("inodes_used_percent")), format_bytes(fs["free_bytes"]),
                      format_bytes(result["tmp_bytes"]), sum(1 for s in result["sessions"] if not s["live"]),
-                     format_bytes(freeable), reason))
-    header = ("host", "status", "level", "used %", "free", "tmp", "stale", "freeable", "reason")
-    lines = table(header, rows, right=(3, 4, 5, 6, 7))
+                     format_bytes(freeable), format_bytes(held), reason))
+    header = ("host", "status", "level", "used %", "inodes %", "free", "tmp", "stale", "freeable", "held open",
+              "reason")
+    lines = table(header, rows, right=(3, 4, 5, 6, 7, 8, 9))
     return ["Ray disk report: fleet"] + lines + [footer(statuses, "see each node's report above")]
 
 

@@ -30,6 +30,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._pressure import (
     read_filesystems,
     watched_dirs,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import ray_candidates
 from ansible_collections.rayops.disk.plugins.module_utils._targets import enter, node_targets
 
 REFRESH_SECONDS = 60.0
@@ -87,8 +88,12 @@ class Guard:
         return self.state.active or bool(self.state.reclaims["failed"] or self.state.reclaims["locked"])
 
     def refresh(self) -> None:
-        """List the targets, enter each, and find the dirs to watch on it (a container that cannot be entered is said)."""
+        """List the targets, enter each, and find the dirs to watch on it (a container that cannot be entered is said).
+
+        Ray's processes are looked for once for all the targets, not once per container.
+        """
         node = node_targets(self.usage, self.docker, host=self.options.host)
+        candidates = ray_candidates(self.psutil)
         self.watched, problems = [], []
         if node.containers_error:
             problems.append(node.containers_error)
@@ -99,7 +104,7 @@ class Guard:
                     problems.append("%s: %s" % (slot.name, slot.reason))
                 continue
             try:
-                self.watched.append((slot, watched_dirs(slot, self.usage, self.psutil)))
+                self.watched.append((slot, watched_dirs(slot, self.usage, self.psutil, candidates)))
             except (LookupError, OSError) as exc:
                 problems.append("%s: %s" % (slot.name, exc))
         self.state.problems = problems

@@ -259,7 +259,8 @@ UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 WRONG_UNITS = re.compile(r"\b\d+(\.\d+)? ?(KB|MB|GB|TB|Bytes|bytes)\b")
 CLEANUP_COLUMNS = ("host", "used % before", "used % after", "freed", "duration", "status", "reason")
 CLEANUP_TARGET_COLUMNS = ("target", "tmp before", "tmp after", "freed", "status", "reason")
-REPORT_COLUMNS = ("host", "status", "level", "used %", "free", "tmp", "stale", "freeable", "reason")
+REPORT_COLUMNS = ("host", "status", "level", "used %", "inodes %", "free", "tmp", "stale", "freeable", "held open",
+                  "reason")
 STATUS_ORDER = ("unreachable", "failed", "error", "skipped_locked", "cleaned", "skipped_active",
                 "skipped_below_threshold", "skipped_not_running")
 """The cleanup's statuses, worst first: a node's is the worst of its targets' (``would_clean`` in check mode

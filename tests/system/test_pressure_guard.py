@@ -41,7 +41,7 @@ import pytest
 
 from ansible_collections.rayops.disk.tests.system.conftest import kill_tree
 from ansible_collections.rayops.disk.tests.system.test_node_cli import install
-from ansible_collections.rayops.disk.tests.unit.conftest import aged
+from ansible_collections.rayops.disk.tests.unit.conftest import aged, fd_targets
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     promtool_check,
     samples,
@@ -338,13 +338,9 @@ def holders(path):
     found = set()
     for proc in psutil.process_iter():
         try:
-            for fd in os.listdir("/proc/%d/fd" % proc.pid):
-                try:
-                    if os.readlink("/proc/%d/fd/%s" % (proc.pid, fd)) == path:
-                        found.add(proc.pid)
-                except OSError:
-                    pass
-        except OSError:
+            if path in fd_targets(proc.pid).values():
+                found.add(proc.pid)
+        except OSError:  # gone, or not ours to read
             pass
     return found
 
@@ -573,9 +569,9 @@ def test_the_guard_keeps_a_filling_disk_from_full_in_tier_order(mode, cli, small
     for path in scene["dead_out"]:  # the dead worker's .out/.err: log_monitor tails them, so they are open: kept
         assert os.path.exists(path) == bool(holders(path)), path
     assert not any(e["path"].startswith(os.path.join(fs, "job")) for e in entries)
-    held = [os.stat("/proc/%d/fd/%s" % (scene["holder"].pid, fd)) for fd in os.listdir("/proc/%d/fd" %
-            scene["holder"].pid) if os.readlink("/proc/%d/fd/%s" % (scene["holder"].pid, fd)) ==
-            scene["scratch"] + " (deleted)"]
+    pid = scene["holder"].pid
+    held = [os.stat("/proc/%d/fd/%d" % (pid, fd)) for fd, target in fd_targets(pid).items()
+            if target == scene["scratch"] + " (deleted)"]
     assert len(held) == 1 and held[0].st_blocks * 512 >= (8 * MIB if mode == "bytes" else MIB)  # left as it was
     if mode == "bytes":
         assert os.path.getsize(target) == total * MIB

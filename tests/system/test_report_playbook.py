@@ -15,6 +15,8 @@ import json
 import re
 import time
 
+import pytest
+
 from ansible_collections.rayops.disk.tests.system.conftest import ansible_module, run_ansible
 from ansible_collections.rayops.disk.tests.system.sshfleet import (
     CLEANUP_COLUMNS,
@@ -29,7 +31,7 @@ from ansible_collections.rayops.disk.tests.system.sshfleet import (
 )
 
 PLAYBOOK = "playbooks/ray_disk_report.yml"
-SIZE_COLUMNS = ("free", "tmp", "freeable")
+SIZE_COLUMNS = ("free", "tmp", "freeable", "held open")
 MEASURED = ("node-idle", "node-busy")
 OLD_LITTER = {"ray_tmp_1/pkg.zip": 6 << 20, "pip-build-2/setup.py": 1 << 20}
 """7 MiB of old files matching cleanup's patterns, on node-idle."""
@@ -55,7 +57,30 @@ def du(fleet, node):
     return int(fleet.shell(node, "du -sB1 /tmp").split()[0])
 
 
-def test_report_over_ssh_lists_every_node_with_its_status_and_fails(ssh_fleet):
+def inodes_used(fleet, node):
+    """The used % of the inodes of the node's /tmp, as ``df -i`` counts them."""
+    used, free = map(int, fleet.shell(node, "df --output=iused,iavail /tmp | tail -n 1").split())
+    return 100.0 * used / (used + free)
+
+
+HOLDER = "exec 3>/tmp/held.log && head -c %d /dev/zero >&3 && rm /tmp/held.log && echo $$ > /run/holder.pid && exec sleep 600"
+"""A process on the node that writes a file in /tmp, deletes it and keeps it open (what ``lsof +L1`` lists)."""
+HELD = 3 << 20
+
+
+@pytest.fixture
+def held_on_idle(ssh_fleet):
+    """node-idle runs ``HOLDER`` during the test; it is killed afterwards, by its pid."""
+    ssh_fleet.shell("node-idle", HOLDER % HELD, detach=True)
+    deadline = time.time() + 30
+    while ssh_fleet.shell("node-idle", "cat /run/holder.pid 2>/dev/null || true").strip() == "":
+        assert time.time() < deadline, "the holder never started"
+        time.sleep(0.2)
+    yield HELD
+    ssh_fleet.shell("node-idle", "kill $(cat /run/holder.pid) && rm /run/holder.pid")
+
+
+def test_report_over_ssh_lists_every_node_with_its_status_and_fails(ssh_fleet, held_on_idle):
     ssh_fleet.write_files("node-idle", {"/tmp/" + path: size for path, size in OLD_LITTER.items()},
                           time.time() - 3 * 86400)
     proc = run_ansible("ansible-playbook", "-i", ssh_fleet.inventory(), PLAYBOOK)
@@ -71,7 +96,7 @@ def test_report_over_ssh_lists_every_node_with_its_status_and_fails(ssh_fleet):
     assert "No route to host" in rows["node-dead"]["reason"], shown
     assert "psutil" in rows["node-bare"]["reason"], shown
     for host in ("node-bare", "node-dead"):
-        assert [rows[host][column] for column in REPORT_COLUMNS[2:-1]] == ["-"] * 6, shown  # nothing measured
+        assert [rows[host][column] for column in REPORT_COLUMNS[2:-1]] == ["-"] * 8, shown  # nothing measured
     for host in MEASURED:
         row = rows[host]
         percent, avail = df(ssh_fleet, host)
@@ -82,6 +107,9 @@ def test_report_over_ssh_lists_every_node_with_its_status_and_fails(ssh_fleet):
         assert -ROUNDING - PAYLOAD <= size_bytes(row["free"]) - avail <= ROUNDING, "%s\n%s" % (avail, shown)
         assert -ROUNDING <= size_bytes(row["tmp"]) - du(ssh_fleet, host) <= ROUNDING + PAYLOAD, shown
         assert row["stale"] == "0", shown  # no Ray sessions
+        assert abs(float(row["inodes %"]) - inodes_used(ssh_fleet, host)) <= 0.1, shown
+    # The deleted file node-idle's holder keeps open: space no deletion frees, in the node's column only.
+    assert (size_bytes(rows["node-idle"]["held open"]), rows["node-busy"]["held open"]) == (held_on_idle, "0 B"), shown
     assert size_bytes(rows["node-idle"]["tmp"]) >= 7 << 20, shown
     # What cleanup would free by its own rules: nothing below its min_tmp_size (5 GiB), however old the litter.
     assert rows["node-idle"]["freeable"] == rows["node-busy"]["freeable"] == "0 B", shown

@@ -63,6 +63,17 @@ def tree_digest(path):
     return digest.hexdigest()
 
 
+def fd_targets(pid):
+    """What a process holds open now: ``{fd: link target}``; an fd it closes while they are read is left out."""
+    found = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            found[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def as_nobody(function):
     """``function()`` run in a forked child as uid and gid 65534 (nobody), no groups: what it returned (JSON).
 

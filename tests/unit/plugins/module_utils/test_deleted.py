@@ -29,7 +29,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._deleted import (
     truncate_deleted_logs,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import mount_namespace
-from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, as_nobody
+from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, as_nobody, fd_targets
 
 MIB = 1024 * 1024
 SESSION = "session_2026-11-29_10-00-00_000000_1"
@@ -198,7 +198,7 @@ def test_lists_a_deleted_file_held_open(hold, ray_root):
 
 def test_skips_names_memfds_and_removed_directories(hold, ray_root):
     holder = hold(ray_root / SESSION / "logs" / "raylet.out", unlink=False, others=True)
-    links = {os.readlink("/proc/%d/fd/%s" % (holder.pid, fd)) for fd in os.listdir("/proc/%d/fd" % holder.pid)}
+    links = set(fd_targets(holder.pid).values())
     assert any(link.startswith("/memfd:") for link in links)  # the skipped kinds are really held
     assert any(link.endswith(".d (deleted)") for link in links)
     assert deleted_open_files(psutil, [holder.pid]) == []

@@ -26,7 +26,7 @@ import pytest
 from ansible_collections.rayops.disk.plugins.module_utils import _cli, _targets
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import PRESSURE_FILE
 from ansible_collections.rayops.disk.plugins.modules import ray_worker_cleanup
-from ansible_collections.rayops.disk.tests.unit.conftest import aged, tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.conftest import aged, fd_targets, tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.conftest import (
     LIVE,
     STALE,
@@ -111,8 +111,7 @@ def pressed(small_tmp, node, monkeypatch, tmp_path):
                         hold=paths["raylet_log"])
     paths["raylet_pid"] = raylet.pid
     deadline = time.monotonic() + 20  # its name is right from the start (Ray's program); the file opens later
-    while paths["raylet_log"] not in [os.readlink("/proc/%d/fd/%s" % (raylet.pid, fd))
-                                      for fd in os.listdir("/proc/%d/fd" % raylet.pid)]:
+    while paths["raylet_log"] not in fd_targets(raylet.pid).values():
         assert time.monotonic() < deadline, "the stand-in raylet did not open %s" % paths["raylet_log"]
         time.sleep(0.02)
     metrics = tmp_path / "metrics"
@@ -231,10 +230,9 @@ def test_when_nothing_more_may_go_it_says_not_relieved_and_the_guard_stays_activ
 
 def held_size(pid, path):
     """The size of the file ``pid`` holds open as ``path (deleted)``."""
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        link = "/proc/%d/fd/%s" % (pid, fd)
-        if os.readlink(link) == path + " (deleted)":
-            return os.stat(link).st_size
+    for fd, target in fd_targets(pid).items():
+        if target == path + " (deleted)":
+            return os.stat("/proc/%d/fd/%d" % (pid, fd)).st_size
     raise AssertionError("pid %d does not hold %s" % (pid, path))
 
 

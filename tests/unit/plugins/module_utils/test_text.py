@@ -78,9 +78,20 @@ def test_every_size_cell_has_an_iec_label():
         "level": "ok", "filesystem": {"used_percent": 27.3, "free_bytes": 27 << 30}, "tmp_bytes": 0,
         "sessions": [{"live": False}], "cleanup": {"freed_bytes": 265 << 20}, "containers": []}}])
     _header, rows, _targets = rows_of(lines)
-    for column in ("free", "tmp", "freeable"):
+    for column in ("free", "tmp", "freeable", "held open"):
         assert SIZE.match(rows["n1"][column]), rows["n1"][column]
     assert rows["n1"]["free"] == "27.0 GiB" and rows["n1"]["tmp"] == "0 B"
+    assert (rows["n1"]["inodes %"], rows["n1"]["held open"]) == ("-", "0 B")  # no inode limit, nothing held
+
+
+def test_held_open_adds_the_host_and_its_containers_and_inodes_show_beside_bytes():
+    lines = report_table([{"host": "n1", "result": {
+        "level": "ok", "filesystem": {"used_percent": 50.0, "inodes_used_percent": 91.25, "free_bytes": 1 << 30},
+        "tmp_bytes": 0, "sessions": [], "deleted_open": {"bytes": 1 << 30, "files": 1, "processes": []},
+        "containers": [{"name": "w1", "deleted_open": {"bytes": 512 << 20, "files": 2, "processes": []}},
+                       {"name": "w2", "deleted_open": None}]}}])
+    _header, rows, _targets = rows_of(lines)
+    assert (rows["n1"]["inodes %"], rows["n1"]["held open"]) == ("91.2", "1.5 GiB")
     assert format_bytes(0) == "0 B" and format_bytes(1023) == "1023 B" and format_bytes(1536) == "1.5 KiB"
 
 
