@@ -59,6 +59,41 @@ def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # O_NOATIME needs ownership
 
 
+def open_regular(name: str, dir_fd: Optional[int] = None, owners: Optional[frozenset] = None,
+                 follow: bool = False) -> int:
+    """An fd open for reading of a regular file, never of a device, fifo or socket, never through a symlink.
+
+    The entry is pinned with ``O_PATH`` (which opens nothing: no device driver runs, no fifo blocks or wakes its
+    writer), ``O_NOFOLLOW`` unless ``follow`` (``/proc/<pid>/fd/<n>`` is a magic link to the very file a process
+    holds), checked through that fd (a regular file, owned by one of ``owners`` when given), and only then opened
+    for reading through it.  ``UnsafePath`` when it is not such a file; ``OSError`` as the kernel raises it.
+    """
+    flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    pinned = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        st = os.fstat(pinned)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(errno.EPERM, "%s is not a regular file (mode %06o): not opened" % (name, st.st_mode))
+        if owners is not None and st.st_uid not in owners:
+            raise UnsafePath(errno.EPERM, "%s is owned by uid %d, not by a trusted user: not opened" % (name, st.st_uid))
+        return os.open("/proc/self/fd/%d" % pinned, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(pinned)
+
+
+def read_head(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes from the start of an open file (short reads gathered)."""
+    chunks, left, offset = [], limit, 0
+    while left > 0:
+        chunk = os.pread(fd, left, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (a write to a pipe or a file may take only part of it)."""
     view = memoryview(data)
