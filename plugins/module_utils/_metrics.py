@@ -35,7 +35,7 @@ CLEANUP_FILE = "rayops_ray_cleanup.prom"
 STATUS_FILE = "rayops_ray_maintenance.prom"
 PRESSURE_FILE = "rayops_ray_pressure.prom"
 LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
-STATUS_COMMANDS = ("monitor", "cleanup")
+STATUS_COMMANDS = ("monitor", "cleanup", "watch")
 """The commands whose start is recorded in ``STATUS_FILE``: those cron runs (``check`` is a probe others run)."""
 START_ERRORS = ("config", "library", "log")
 """Why a run could not start, as the ``reason`` label says it: a fixed set, never text from the run."""
