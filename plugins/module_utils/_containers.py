@@ -104,6 +104,19 @@ def ray_worker_containers(options, docker) -> list:
     return sorted(containers, key=lambda c: c.name)
 
 
+def docker_root_dir(docker, docker_host: Optional[str]) -> str:
+    """Where the Docker daemon keeps images and containers (``DockerRootDir``); ``DockerUnavailable`` if unknown."""
+    try:
+        root = docker_client(docker, docker_host).info().get("DockerRootDir")
+    except DockerUnavailable:
+        raise
+    except Exception as exc:  # the SDK's APIError and requests' errors alike
+        raise DockerUnavailable("cannot ask Docker for its data root: %s" % exc) from exc
+    if not isinstance(root, str) or not os.path.isabs(root):
+        raise DockerUnavailable("Docker names no data root (DockerRootDir %r)" % (root,))
+    return root
+
+
 def prune_docker(docker, docker_host: Optional[str], check_mode: bool) -> dict:
     """Stopped containers, dangling images and unused build cache: pruned, or measured in check mode.
 

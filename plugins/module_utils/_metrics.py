@@ -154,6 +154,14 @@ def pressure_families(state) -> list:
         ("active", "1 while a watched filesystem is at or above its high mark after the guard's reclaim, else 0."),
         ("last_reaction_seconds", "Seconds from the look that saw the high mark crossed to the end of the reclaim."),
         ("last_reclaim_timestamp_seconds", "When the last pressure reclaim ended (Unix time)."),
+        ("dir_unreadable", "1 for a watched dir that cannot be read safely (a link, a fifo, a dir another user "
+         "controls where Ray's root would be): its filesystem is not watched; the rest is."),
+        ("held_bytes", "After a reclaim that could not relieve a disk: bytes its largest owners hold in the watched "
+         "dirs, which the guard may not take (at most 5 owners per target)."),
+        ("held_inodes", "After a reclaim that could not relieve a disk: inodes its largest owners hold in the "
+         "watched dirs (at most 5 owners per target)."),
+        ("held_path_bytes", "After a reclaim that could not relieve a disk: its largest entries left in the watched "
+         "dirs, with their owner (at most 5 per target)."),
     )}
     reclaims = Family("rayops_ray_pressure_reclaims_total", "Pressure reclaims since the guard started, by how they "
                       "ended (relieved: below the low mark).", kind="counter")
@@ -173,6 +181,15 @@ def pressure_families(state) -> list:
     if state.last_reaction_seconds is not None:
         fams["last_reaction_seconds"].add(state.last_reaction_seconds)
         fams["last_reclaim_timestamp_seconds"].add(state.last_reclaim_at)
+    for unreadable in state.unreadable:
+        fams["dir_unreadable"].add(1, target=unreadable["target"], path=unreadable["path"])
+    for held in state.held:
+        for owner in held["owners"]:
+            fams["held_bytes"].add(owner["bytes"], target=held["target"], owner=owner["owner"])
+        for owner in held["owners_by_inodes"]:
+            fams["held_inodes"].add(owner["inodes"], target=held["target"], owner=owner["owner"])
+        for path in held["paths"]:
+            fams["held_path_bytes"].add(path["bytes"], target=held["target"], path=path["path"], owner=path["owner"])
     for result, count in state.reclaims.items():
         reclaims.add(count, result=result)
     for tier, count in state.freed.items():

@@ -27,7 +27,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageEr
 from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
-from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim
+from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim, watch_node
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets, sample_activity
 from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
@@ -39,7 +39,7 @@ OUTCOMES = ("error", "skipped_locked", "cleaned", "skipped_active", "skipped_bel
 
 CONTAINER_KEYS = ("tmp_bytes", "level", "filesystem", "node_role", "untrusted_processes", "categories", "sessions",
                   "suggestions", "cleanup", "errors", "error_count", "not_measured_count", "ray_version",
-                  "log_rotation", "spill_dirs", "deleted_open")
+                  "log_rotation", "spill_dirs", "deleted_open", "holders")
 """What a container's entry in a usage report carries of its own report."""
 
 
@@ -121,12 +121,16 @@ def disk_figures(path: str) -> Optional[dict]:
 class Cleanup:
     """One run over the host and its Ray worker containers, under the cleanup lock."""
 
-    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False) -> None:
+    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
+                 watched: Optional[list] = None) -> None:
         self.options = options
         self.psutil = psutil
         self.docker = docker
         self.check_mode = check_mode
         self.now = time.time()
+        self.watched = watched
+        """With ``pressure``: the targets as the guard just read them (``_pressure.Watched``), reclaimed without
+        listing or reading them again; None lists and reads them now."""
 
     def run(self) -> dict:
         """Validate, take the lock, clean every target, prune Docker; the result, with its outcome and disk."""
@@ -153,9 +157,14 @@ class Cleanup:
     def _run(self, audit: AuditLog) -> dict:
         usage = self.options.usage_options()
         cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
-        node = node_targets(usage, self.docker, host=self.options.host)
         if self.options.pressure:  # the pressure reclaim samples activity only if it comes to its litter tiers
-            return PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner).run(node)
+            reclaim = PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner)
+            if self.watched is not None:
+                return reclaim.run(self.watched)
+            node = node_targets(usage, self.docker, host=self.options.host)
+            watched, entries = watch_node(node.slots, usage, self.psutil)
+            return reclaim.run(watched, entries, node.containers_error)
+        node = node_targets(usage, self.docker, host=self.options.host)
         sample_activity(node.slots, usage, self.psutil)
         targets = [self._target(slot, usage, cleaner) for slot in node.slots]
         prune = None

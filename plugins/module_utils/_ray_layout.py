@@ -122,6 +122,8 @@ class RayLayout:
     """Spill directories trusted processes name that are not safe to use (path, source, pid, reason)."""
     nodes: dict = field(default_factory=dict)
     """``{node id: (temp root, session name)}`` of the trusted raylets running here."""
+    refused_roots: list = field(default_factory=list)
+    """Ray's default temp root when it is not safe to treat as Ray's (``{"path", "reason"}``): not a temp root."""
 
 
 def flag_value(cmdline: Sequence[str], *names: str) -> Optional[str]:
@@ -345,6 +347,20 @@ def default_temp_root(tmp_dir: str, environ: Optional[dict] = None) -> str:
     return os.path.join(os.path.normpath(base), "ray")
 
 
+def unsafe_root(tree: Tree, root: str, ray_uids: frozenset) -> Optional[str]:
+    """Why ``root`` may not be taken as a Ray temp root no process names (as ``trust_process`` checks the roots a
+    process names), or None: a directory only root and the Ray users control, or none yet (Ray makes it later)."""
+    try:
+        os.close(tree.open_dir(root, trusted_uids=frozenset(ray_uids) | {0}))
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "not a directory"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def unix_socket_paths(target: Target) -> list:
     """Paths of the unix sockets bound in the target's network namespace."""
     paths = []
@@ -435,7 +451,8 @@ def discover(target: Target, psutil, tmp_dir: str, ray_temp_dir: Optional[str] =
     """Ray's temp roots, live sessions and node role on a target, from its trusted Ray processes.
 
     An explicit ``ray_temp_dir`` replaces the discovered roots; without one
-    and without trusted running Ray, the default root is used.  Processes
+    and without trusted running Ray, the default root is used when it passes
+    the checks a root a process names passes (``unsafe_root``).  Processes
     that claim to be Ray's but are not trusted are listed with the reason.
     ``candidates``: as for ``iter_ray_processes``.
     """
@@ -451,6 +468,11 @@ def discover(target: Target, psutil, tmp_dir: str, ray_temp_dir: Optional[str] =
     if ray_temp_dir:
         layout.temp_roots = [os.path.normpath(ray_temp_dir)]
     elif not layout.temp_roots:
-        layout.temp_roots = [default_temp_root(tmp_dir, environ)]
+        default = default_temp_root(tmp_dir, environ)
+        reason = unsafe_root(target.tree, default, ray_uids)
+        if reason is None:
+            layout.temp_roots = [default]
+        else:  # planted by another user (a link, a fifo, their own dir): anyone's, never Ray's
+            layout.refused_roots.append({"path": default, "reason": reason})
     layout.trusted = trusted
     return layout

@@ -98,12 +98,22 @@ class Policy:
     cutoff: float
     age_by: tuple = AGE_FIELDS
     exclude: tuple = ()
+    owners: Optional[frozenset] = None
+    """The mandate: the uids whose entries of the root this policy covers (None: anyone's)."""
+    others: Optional["Policy"] = None
+    """The policy for an entry of the root owned by anyone else (None: it stays, ``other_user``)."""
     _times: tuple = field(init=False, repr=False, compare=False)
     """Getters of the ``age_by`` times of a file and of a directory (no ctime), built once, not per entry."""
 
     def __post_init__(self) -> None:
         directory_times = [name for name in self.age_by if name != "ctime"]  # its own removals change its ctime
         object.__setattr__(self, "_times", (_times_of(self.age_by), _times_of(directory_times)))
+
+    def for_owner(self, uid: int) -> Optional["Policy"]:
+        """The policy for an entry of the root (and all below it) owned by ``uid``; None when it must stay."""
+        if self.owners is None or uid in self.owners:
+            return self
+        return self.others
 
     def fresh(self, st: os.stat_result, is_dir: bool) -> bool:
         """Whether any ``age_by`` time is at or after the cutoff (a directory's ctime aside)."""
@@ -289,6 +299,8 @@ class Remover:
         self.below = below
         self.tree = tree
         self.policy = policy
+        self.active = policy
+        """The policy of the entry of the root being removed (``Policy.for_owner`` of its owner)."""
         self.guards = guards
         self.dry_run = dry_run
         self.outcome = Outcome()
@@ -435,6 +447,11 @@ class Remover:
             except OSError as exc:
                 self.outcome.error(self._where([name]), describe_os_error(exc))
                 return False
+            active = self.policy.for_owner(st.st_uid)
+            if active is None:
+                self.outcome.keep(self._where([name]), "other_user")
+                return False
+            self.active = active
             if stat.S_ISDIR(st.st_mode):
                 return self._tree(root_fd, name, st)
             return self._leaf(root_fd, name, lambda: [name], st)
@@ -447,8 +464,8 @@ class Remover:
 
     def _leaf(self, parent_fd: int, name: str, where: Where, st: os.stat_result) -> bool:
         """Unlink a non-directory if the rules allow; True when it is gone."""
-        reason = ("excluded" if self.policy.excluded(name, where) else self.guards.reason(st)
-                  or ("fresh" if self.policy.fresh(st, is_dir=False) else None))
+        reason = ("excluded" if self.active.excluded(name, where) else self.guards.reason(st)
+                  or ("fresh" if self.active.fresh(st, is_dir=False) else None))
         if reason:
             self.outcome.keep(self._lazy(where), reason)
             return False
@@ -474,7 +491,7 @@ class Remover:
         """Why a directory and everything below it must stay, before entering it."""
         if st.st_dev != self.dev:
             return "other_filesystem"
-        if self.policy.excluded(name, where):
+        if self.active.excluded(name, where):
             return "excluded"
         return self.guards.reason(st)
 
@@ -602,7 +619,7 @@ class Remover:
 
     def _rmdir(self, parent_fd: int, name: str, where: Where, st: os.stat_result) -> bool:
         """Remove an emptied directory if it is old enough (by its stat before the walk)."""
-        if self.policy.fresh(st, is_dir=True):
+        if self.active.fresh(st, is_dir=True):
             self.outcome.keep(self._lazy(where), "fresh")
             return False
         if self.dry_run:

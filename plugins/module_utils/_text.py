@@ -197,7 +197,8 @@ def report_outcome(report: dict) -> tuple:
 KEPT_WORDS = {"fresh": "too new", "excluded": "excluded", "open": "open", "locked": "locked",
               "live_socket": "a live socket", "device": "a device", "mount_point": "a mount point",
               "other_filesystem": "on another filesystem", "changed": "changed meanwhile",
-              "not_empty": "kept its contents"}
+              "not_empty": "kept its contents", "other_user": "another user's (under pressure only root's and "
+              "ray_users' go)"}
 """What each reason the remover keeps an entry for means, in the words of a table."""
 
 
@@ -328,6 +329,7 @@ def monitor_lines(report: dict) -> list:
     if spill:
         lines.append("spill dirs outside the sessions: %s" % ", ".join(
             "%d %s (%s)" % (count, status, format_bytes(size)) for status, (count, size) in sorted(spill.items())))
+    lines += holders_lines(report.get("holders"))
     lines += ["suggestion: %s" % suggestion["message"] for suggestion in report["suggestions"]]
     lines += deleted_open_lines("host", report.get("deleted_open"))
     for entry in report["containers"]:
@@ -352,6 +354,20 @@ def monitor_lines(report: dict) -> list:
         lines.append("")
         lines += table(("CONTAINER", "STATUS", "USED", "FREE", "LEVEL", "TMP", "SESSIONS", "ACTIVITY"), rows)
     return lines
+
+
+def holders_lines(found: Optional[dict], indent: str = "") -> list:
+    """Who holds the measured dirs: the owners' totals, the largest entries by bytes and by inodes."""
+    if not found or not found["owners"]:
+        return []
+    lines = [indent + "held by: " + ", ".join("%s %s in %d entries" % (
+        owner["owner"], format_bytes(owner["bytes"]), owner["entries"]) for owner in found["owners"])
+        + "; inodes: " + ", ".join("%s %d" % (owner["owner"], owner["inodes"]) for owner in found["owners_by_inodes"])]
+    lines.append(indent + "largest: " + ", ".join("%s %s (%s)" % (item["path"], format_bytes(item["bytes"]),
+                                                                  item["owner"]) for item in found["paths"]))
+    lines.append(indent + "most inodes: " + ", ".join("%s %d (%s)" % (item["path"], item["inodes"], item["owner"])
+                                                      for item in found["by_inodes"]))
+    return [printable(line) for line in lines]
 
 
 def rotation_line(name: str, entry: dict) -> str:
@@ -414,7 +430,12 @@ def pressure_lines(pressure: dict, dry_run: bool) -> list:
         lines.append("relieved: below the low mark %g%%%s" % (pressure["low_percent"], ": " + after if after else ""))
     else:
         lines.append("NOT relieved, still at or above the low mark: %s" % "; ".join(pressure["still_above_low"]))
-    return lines
+        for held in pressure.get("held") or []:
+            lines.append("  what is left on %s, which the reclaim may not take:" % held["target"])
+            lines += holders_lines(held, indent="    ")
+    lines += ["  not watched: %s %s: %s" % (u["target"], u["path"], u["reason"]) for u in pressure.get("unreadable")
+              or []]
+    return [printable(line) for line in lines]
 
 
 def cleanup_lines(result: dict, dry_run: bool) -> list:

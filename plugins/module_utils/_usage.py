@@ -19,7 +19,7 @@ import stat
 import time
 from typing import Hashable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
+from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, display_path
 from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS, UsageOptions, level_for
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
@@ -29,6 +29,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     mark_live_sessions,
     session_of,
     session_started,
+    user_label,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
     SPILL_DIR_RE,
@@ -70,8 +71,9 @@ def check_target_dir(target: Target, option: str, path: str) -> None:
 class RayTmpLayout:
     """Classifies entries of the tmp dir and Ray temp roots into categories.
 
-    Keys: ``("pattern", glob)``, ``("pymp",)``, ``("other",)``, ``("uv",)``, and for a
-    session ``(kind, root, name)`` with kind ``session`` (the rest of it),
+    Keys: ``("pattern", glob, path)``, ``("pymp", path)``, ``("other", path)`` for the entries directly in the tmp
+    dir or a Ray temp root (``path`` names the entry: what holds the bytes, ``holders``), ``("other",)`` and
+    ``("uv",)`` for roots, and for a session ``(kind, root, name)`` with kind ``session`` (the rest of it),
     ``logs``, ``logs_old``, ``runtime_resources`` or ``spilled``.
     """
 
@@ -84,19 +86,20 @@ class RayTmpLayout:
         if kind == "tmp":
             if name.startswith(SPILL_PREFIX):
                 return ("spilled", None, None), None
+            path = os.path.join(state[1], name)
             for pattern in self.patterns:
                 if fnmatch.fnmatchcase(name, pattern):
-                    return ("pattern", pattern), None
+                    return ("pattern", pattern, path), None
             if is_dir and name.startswith(PYMP_PREFIX):
-                return ("pymp",), None
-            return ("other",), None
+                return ("pymp", path), None
+            return ("other", path), None
         if kind == "ray":
             if is_dir and session_started(name):
                 session = ("session", state[1], name)
                 return session, session
             if name.startswith(SPILL_PREFIX):
                 return ("spilled", None, None), None
-            return ("other",), None
+            return ("other", os.path.join(state[1], name)), None
         root, session = state[1], state[2]
         if kind == "session":
             if name == "logs" and is_dir:
@@ -291,10 +294,13 @@ class TargetReport:
         self.psutil = psutil
         self.environ = environ
         self.now = time.time() if now is None else now
+        self.held: dict = {}
+        """What the last ``measure`` found in each entry directly in the tmp dir and the Ray temp roots (sessions
+        whole): ``{path: [bytes, inodes]}``, for ``holders``."""
 
     def _roots(self, ray_roots: list, notes: Notes) -> list:
         """The dirs to scan: tmp_dir, each existing Ray root, the uv cache; each once."""
-        wanted = [(self.options.tmp_dir, ("other",), ("tmp",))]
+        wanted = [(self.options.tmp_dir, ("other",), ("tmp", self.options.tmp_dir))]
         wanted += [(root, ("other",), ("ray", root)) for root in ray_roots]
         if self.options.uv_cache_dir:
             wanted.append((self.options.uv_cache_dir, ("uv",), None))
@@ -331,6 +337,9 @@ class TargetReport:
         describe_version(layout, self.target.tree, opts.ray_uids, opts.ray_temp_dir)
         add_spill_roots(layout, layout.trusted, self.target.tree)
         notes = Notes()
+        for refused in layout.refused_roots:
+            notes.error(self.target.host_path(refused["path"]), "Ray's default temp root is not safe (%s): its "
+                        "entries count as the tmp dir's, never as Ray's" % refused["reason"])
         roots = self._roots(layout.temp_roots, notes)
         spill = SpillDirs(self.target, layout, opts, notes)
         roots += spill.roots(roots)
@@ -344,6 +353,7 @@ class TargetReport:
         tmp_bytes = sum(total.bytes for (path, _root), total in zip(roots, result.root_totals)
                         if _within(path, opts.tmp_dir))
         filesystems = self._filesystems([path for path, _root in roots] or [opts.tmp_dir])
+        self.held = held_entries(result.tallies)
         report = {
             "filesystem": filesystems[0],
             "filesystems": filesystems,
@@ -361,6 +371,7 @@ class TargetReport:
                 None if opts.rotation_max_bytes is None else parse_size(opts.rotation_max_bytes, "rotation_max_bytes"),
                 opts.rotation_backup_count, self.target.name, layout.version_error),
             "categories": categories,
+            "holders": holders(self.held, self.target.tree),
             "sessions": [{k: v for k, v in s.items() if k != "root"} for s in sessions],
             "spill_dirs": spill.report(result.tallies, sessions, self.psutil, self.now),
             "spill_roots": spill.named,
@@ -426,6 +437,71 @@ class TargetReport:
         categories = {name: _figures(tally) for name, tally in totals.items()}
         categories["tmp_patterns"]["by_pattern"] = {p: _figures(t) for p, t in by_pattern.items()}
         return categories
+
+
+HOLDERS_LISTED = 5
+"""Paths and owners ``holders`` lists by bytes and by inodes."""
+
+
+def held_entries(tallies: dict) -> dict:
+    """``{path: [bytes, inodes]}`` of every entry directly in the tmp dir or a Ray temp root, from a scan's tallies.
+
+    A session counts whole (its logs, spill, runtime resources with it); inodes are its files and directories.
+    """
+    found: dict = {}
+    for key, tally in tallies.items():
+        if key[0] in ("other", "pymp") and len(key) == 2:
+            path = key[1]
+        elif key[0] == "pattern" and len(key) == 3:
+            path = key[2]
+        else:
+            session = session_of_key(key) if len(key) >= 3 else None
+            if session is None:
+                continue
+            path = os.path.join(*session)
+        figures = found.setdefault(path, [0, 0])
+        figures[0] += tally.bytes
+        figures[1] += tally.files + tally.dirs
+    return found
+
+
+def holders(held: dict, tree, limit: int = HOLDERS_LISTED) -> dict:
+    """Who and what holds the measured dirs: the largest entries by bytes and by inodes, and the owners' totals.
+
+    ``held``: ``held_entries``.  Each entry is looked at now (``lstat`` inside ``tree``, one directory fd per
+    parent): its owner, and one gone since (removed by a reclaim) is left out.
+    """
+    by_parent: dict = {}
+    for path in held:
+        parent, name = os.path.split(path)
+        by_parent.setdefault(parent, []).append(name)
+    present, owners = [], {}
+    for parent, names in by_parent.items():
+        try:
+            fd = tree.open_dir(parent)
+        except OSError:
+            continue
+        try:
+            for name in names:
+                try:
+                    uid = os.lstat(name, dir_fd=fd).st_uid
+                except OSError:
+                    continue
+                path = os.path.join(parent, name)
+                size, inodes = held[path]
+                present.append({"path": display_path(path), "owner": user_label(uid), "uid": uid, "bytes": size,
+                                "inodes": inodes})
+                total = owners.setdefault(uid, {"owner": user_label(uid), "uid": uid, "bytes": 0, "inodes": 0,
+                                                "entries": 0})
+                total["bytes"] += size
+                total["inodes"] += inodes
+                total["entries"] += 1
+        finally:
+            os.close(fd)
+    return {"paths": sorted(present, key=lambda item: (-item["bytes"], item["path"]))[:limit],
+            "by_inodes": sorted(present, key=lambda item: (-item["inodes"], item["path"]))[:limit],
+            "owners": sorted(owners.values(), key=lambda item: (-item["bytes"], item["uid"]))[:limit],
+            "owners_by_inodes": sorted(owners.values(), key=lambda item: (-item["inodes"], item["uid"]))[:limit]}
 
 
 def default_uv_cache_dir() -> str:

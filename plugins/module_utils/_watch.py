@@ -9,8 +9,8 @@ worker container (``_pressure.read_filesystems``: ``statvfs``, bytes and inodes,
 above ``pressure_high_percent`` (or ``pressure_inodes_high_percent`` of its inodes), it runs the pressure reclaim
 (``_node.Cleanup`` with ``pressure``), under the cleanup lock that cron's ``cleanup`` takes too, without waiting
 for it: a held lock is said and tried again at the next look.  After a reclaim that could not bring the disk below
-the low mark, the next one waits ``RETRY_SECONDS`` (a job writing faster than anything may go is not walked
-every five seconds).  Targets and their Ray temp roots are listed again every ``REFRESH_SECONDS`` and whenever a
+the low mark, the next one waits ``RETRY_SECONDS``, doubled after each further one that could not help (a job
+writing faster than anything may go, or a user's file the guard may not take, is not walked every five seconds).  Targets and their Ray temp roots are listed again every ``REFRESH_SECONDS`` and whenever a
 target cannot be read.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
@@ -22,14 +22,10 @@ import dataclasses
 import time
 from typing import Callable, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._errors import printable
 from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions
-from ansible_collections.rayops.disk.plugins.module_utils._pressure import (
-    TIERS,
-    over_marks,
-    read_filesystems,
-    watched_dirs,
-)
+from ansible_collections.rayops.disk.plugins.module_utils._pressure import TIERS, over_marks, watch_slot
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import ray_candidates
 from ansible_collections.rayops.disk.plugins.module_utils._targets import enter, node_targets
 
@@ -37,7 +33,10 @@ REFRESH_SECONDS = 60.0
 """How often the guard lists the containers and finds Ray's temp roots again."""
 
 RETRY_SECONDS = 30.0
-"""After a reclaim that left a disk at or above the low mark, how long before the next may start."""
+"""After a reclaim that left a disk at or above the low mark, how long before the next may start; doubled after each
+further one that could not help either, up to ``MAX_RETRY_SECONDS`` (a disk someone else fills is not walked again
+and again at full cost), and back to this once a disk is below its high mark."""
+MAX_RETRY_SECONDS = 600.0
 
 RESULTS = ("relieved", "not_relieved", "locked", "failed")
 """How a reclaim ended: below the low mark, not, locked out by another cleanup, or raised."""
@@ -58,7 +57,11 @@ class GuardState:
     """From the look that saw the high mark crossed to the end of the reclaim."""
     last_reclaim_at: Optional[float] = None
     problems: list = dataclasses.field(default_factory=list)
-    """Targets that could not be listed or read at the last refresh (said once per refresh)."""
+    """Targets that could not be listed or read, and watched dirs that cannot be read safely (said when it changes)."""
+    unreadable: list = dataclasses.field(default_factory=list)
+    """The watched dirs that cannot be read safely now: ``{"target", "path", "reason"}`` (a metric each)."""
+    held: list = dataclasses.field(default_factory=list)
+    """After a reclaim that could not relieve a disk: who holds what it left (``_pressure.PressureReclaim._held``)."""
     marks: dict = dataclasses.field(default_factory=dict)
     """The high marks (``bytes``, ``inodes``) and the ``low`` mark, in percent."""
 
@@ -78,8 +81,12 @@ class Guard:
                                        "inodes": options.pressure_inodes_high_percent,
                                        "low": options.pressure_low_percent})
         self.watched: list = []
+        self.looked: list = []
+        """The watched targets the last look could read: what a reclaim then works on."""
+        self.listing_problems: list = []
         self.refresh_at = 0.0
         self.retry_at = 0.0
+        self.backoff = RETRY_SECONDS
 
     @property
     def troubled(self) -> bool:
@@ -104,23 +111,34 @@ class Guard:
                     problems.append("%s: %s" % (slot.name, slot.reason))
                 continue
             try:
-                self.watched.append((slot, watched_dirs(slot, self.usage, self.psutil, candidates)))
+                self.watched.append(watch_slot(slot, self.usage, self.psutil, candidates))
             except (LookupError, OSError) as exc:
                 problems.append("%s: %s" % (slot.name, exc))
-        self.state.problems = problems
+        self.listing_problems = problems
         self.refresh_at = self.clock() + REFRESH_SECONDS
 
     def look(self) -> list:
-        """Read every watched filesystem now; a target that cannot be read makes the next look list again."""
+        """Read every watched filesystem now; a target that cannot be read makes the next look list again.
+
+        A watched dir that cannot be read safely is said (``problems``, ``unreadable``), and the target's other
+        dirs are still read: nobody can blind the guard by planting a link or a fifo where Ray's root would be.
+        """
         if self.clock() >= self.refresh_at:
             self.refresh()
-        readings = []
-        for slot, dirs in self.watched:
+        readings, unreadable, self.looked = [], [], []
+        for item in self.watched:
             try:
-                readings += read_filesystems(slot, dirs)
+                readings += item.read()
             except OSError:
                 self.refresh_at = 0.0  # a container stopped or restarted: list again next time
+                continue
+            self.looked.append(item)
+            unreadable += item.unreadable
         self.state.readings = readings
+        self.state.unreadable = unreadable
+        self.state.problems = self.listing_problems + [
+            printable("%s: watched dir %s cannot be read safely (%s); its filesystem is not watched, the rest is"
+                      % (u["target"], u["path"], u["reason"])) for u in unreadable]
         self.state.looked_at = self.wall()
         return readings
 
@@ -130,6 +148,8 @@ class Guard:
         over = over_marks(self.look(), self.options)
         if not over:
             self.state.active = False
+            self.state.held = []
+            self.backoff = RETRY_SECONDS
             return None
         if seen < self.retry_at:
             self.state.active = True
@@ -139,9 +159,10 @@ class Guard:
         return result
 
     def reclaim(self) -> dict:
-        """The pressure reclaim now, under the cleanup lock (not waited for); ``failed`` in the result if it raised."""
+        """The pressure reclaim now, under the cleanup lock (not waited for), on the targets as this look read them;
+        ``failed`` in the result if it raised."""
         try:
-            return Cleanup(self.options, self.psutil, self.docker).run()
+            return Cleanup(self.options, self.psutil, self.docker, watched=self.looked).run()
         except Exception as exc:  # a lock or audit file that cannot be opened: said, and the guard goes on
             return {"failed": True, "msg": "pressure reclaim failed: %s" % exc, "freed_bytes": 0, "pressure": None,
                     "status": "failed", "reason": str(exc)}
@@ -161,9 +182,14 @@ class Guard:
                 state.freed[tier["tier"]] += tier["freed_bytes"]
             state.last_reaction_seconds = round(ended - seen, 3)
             state.last_reclaim_at = self.wall()
+            state.held = pressure["held"]
         state.reclaims[outcome] += 1
         result["guard_result"] = outcome
         still = over_marks(self.look(), self.options)
         state.active = bool(still)
         if outcome in ("not_relieved", "failed"):
-            self.retry_at = self.clock() + RETRY_SECONDS
+            self.retry_at = self.clock() + self.backoff
+            result["retry_seconds"] = self.backoff
+            self.backoff = min(MAX_RETRY_SECONDS, self.backoff * 2)
+        else:
+            self.backoff = RETRY_SECONDS

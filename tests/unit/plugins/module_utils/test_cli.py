@@ -535,8 +535,10 @@ def test_check_says_one_level_in_its_line_summary_json_and_exit_code(capsys, con
                                (["--threshold", str(used - 2), "--critical", str(used - 1)], "critical", 2),
                                ([], "ok", 0)):
         exit_code, out, err = cli(capsys, "--config", path, "check", *flags)
-        first, summary = out.splitlines()
+        first, summary, *held = out.splitlines()
         assert (exit_code, err) == (code, "")
+        # past ok, it says who holds the measured dirs: the owners, the largest entries by bytes and by inodes
+        assert [line.split(":")[0] for line in held] == ([] if level == "ok" else ["held by", "largest", "most inodes"])
         assert first.startswith("%s: host %s " % (level.upper(), tmp)) and ", level %s; " % level in summary
         exit_code, out, _err = cli(capsys, "--config", path, "--json", "check", *flags)
         report = json.loads(out)

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -388,3 +389,152 @@ def test_bad_marks_name_the_key_and_the_fix(capsys, tmp_path, settings, message)
     code, out, err = run_text(capsys, str(config), "watch", "--once")
     assert code == 3 and out == ""
     assert err.startswith("ray-maintenance: config %s: %s" % (config, message)), err
+
+
+# --- the guard within its mandate (issue 18) ---------------------------------------------------------------------
+
+def fill_up(path, owner):
+    """Write ``path`` until the filesystem is full (ENOSPC), owned by ``owner``: a user filling a disk."""
+    with open(str(path), "ab") as handle:
+        try:
+            while True:
+                handle.write(b"m" * (256 * 1024))
+                handle.flush()
+        except OSError:
+            pass
+    shutil.chown(str(path), owner, owner)
+
+
+def owned_tree(path, owner, mode=0o700, files=2, size=MIB // 2):
+    """A dir ``path`` of ``files`` files, all ``owner``'s, mode ``mode`` for the dir."""
+    for index in range(files):
+        write(str(path / ("f%d" % index)), size)
+    for dirpath, _dirnames, filenames in os.walk(str(path)):
+        shutil.chown(dirpath, owner, owner)
+        for name in filenames:
+            shutil.chown(os.path.join(dirpath, name), owner, owner)
+    os.chmod(str(path), mode)
+    return path
+
+
+def mandate_config(tmp, tmp_path, **extra):
+    config = tmp_path / "mandate.json"
+    config.write_text(json.dumps(dict({
+        "tmp_dir": str(tmp), "containers": False, "age_by": ["mtime"], "lock_file": str(tmp_path / "lock"),
+        "lock_timeout": 0,
+        "sample_seconds": 0.2, "scan_workers": 1, "metrics_dir": str(tmp_path / "metrics"),
+        "audit_log": str(tmp_path / "audit.jsonl"), "log_file": str(tmp_path / "ray-maintenance.log")}, **extra)))
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    return str(config)
+
+
+@pytest.mark.parametrize("resource", ["bytes", "inodes"])
+def test_pressure_takes_only_what_is_rays_or_roots_and_names_who_fills_the_disk(
+        capsys, local_users, resource, node, monkeypatch, tmp_path):
+    """Finding 1: a user fills /tmp with a file no pattern matches (or with empty files, for inodes) on a busy node.
+
+    Before: the guard removed another user's 0700 ``tmpjob_*`` (2 h old, node busy, below min_tmp_size: no cleanup
+    would touch it) and said nothing of the filler.  Now: only root's ``pip-req-build-*`` goes (the mandate); the
+    other user's dir stays, and the result, the log and the metrics name the filler.
+    """
+    with tmpfs(inodes=400 if resource == "inodes" else None) as tmp:
+        monkeypatch.setattr(_targets, "host_target", lambda: node.target)
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "no-uv"))
+        victim, filler = local_users["ray"], local_users["mallory"]
+        theirs = owned_tree(tmp / "tmpjob_1", victim)
+        roots = owned_tree(tmp / "pip-req-build-x", "root", mode=0o755)
+        aged(str(tmp), hours=2)
+        node.spawn("python-worker", title="ray::train_step", burn=True)  # busy (root's Ray worker, trusted)
+        if resource == "bytes":
+            fill_up(tmp / "mallory-data", filler)
+        else:
+            mine = tmp / "mallory-files"
+            mine.mkdir()
+            try:
+                for index in range(1000):
+                    (mine / str(index)).touch()
+            except OSError:
+                pass
+            for dirpath, _dirnames, filenames in os.walk(str(mine)):
+                shutil.chown(dirpath, filler, filler)
+                for name in filenames:
+                    shutil.chown(os.path.join(dirpath, name), filler, filler)
+        digest = tree_digest(str(theirs))
+        config = mandate_config(tmp, tmp_path)
+        code, result, err = run(capsys, config, "cleanup", "--pressure")
+        assert code == 1 and result["pressure"]["relieved"] is False, err
+        assert os.path.isdir(str(theirs)) and tree_digest(str(theirs)) == digest  # not Ray's, not root's: stays
+        assert not os.path.exists(str(roots))  # root's litter, older than pressure_max_age_hours: the mandate
+        host = result["targets"][0]
+        assert host["kept_by_reason"].get("other_user") == 1
+        assert any(k["path"] == str(theirs) and k["reason"] == "other_user" for k in host["kept"])
+        held = result["pressure"]["held"][0]
+        figure = "bytes" if resource == "bytes" else "inodes"
+        ranked = held["owners"] if resource == "bytes" else held["owners_by_inodes"]
+        assert held["target"] == "host" and ranked[0]["owner"] == filler
+        said = "held by host: %s " % filler if resource == "bytes" else "(inodes: %s " % filler
+        assert said in err, err
+        # the guard: the same verdict, said in its log line and its metrics, then it backs off
+        fill_up(tmp / ("mallory-data" if resource == "bytes" else "mallory-more"), filler)
+        code, out, err = run_text(capsys, config, "watch", "--once")
+        assert code == 1 and "what is left on host, which the reclaim may not take:" in out
+        log = (tmp_path / "ray-maintenance.log").read_text()
+        assert said in log and "next reclaim in 30s at the earliest" in log
+        found = samples((tmp_path / "metrics" / PRESSURE_FILE).read_text())
+        assert series(found, "rayops_ray_pressure_held_%s" % figure, target="host", owner=filler) > 0
+        assert os.path.isdir(str(theirs)) and tree_digest(str(theirs)) == digest
+
+
+def test_an_idle_node_over_min_tmp_size_gives_up_others_old_litter_by_the_normal_rules(
+        capsys, local_users, node, monkeypatch, tmp_path):
+    """Another user's litter follows the idle cleanup's own rules under pressure: older than max_age_hours, on an
+    idle target holding min_tmp_size; younger, it stays."""
+    with tmpfs() as tmp:
+        monkeypatch.setattr(_targets, "host_target", lambda: node.target)
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "no-uv"))
+        victim = local_users["ray"]
+        old = owned_tree(tmp / "tmpjob_old", victim, files=4, size=2 * MIB)
+        aged(str(old), hours=30)
+        young = owned_tree(tmp / "tmpjob_young", victim)
+        aged(str(young), hours=2)
+        fill(tmp, 95)
+        config = mandate_config(tmp, tmp_path, min_tmp_size="1MB")
+        code, result, err = run(capsys, config, "cleanup", "--pressure")
+        assert code == 0 and result["pressure"]["relieved"], err
+        assert not os.path.exists(str(old)) and os.path.isdir(str(young))
+
+
+@pytest.mark.parametrize("plant", ["dangling_symlink", "fifo", "others_dir"])
+def test_a_planted_ray_root_never_blinds_the_guard(capsys, local_users, plant, node, monkeypatch, tmp_path):
+    """Finding 4: ``/tmp/ray`` (the default Ray root, no Ray running) planted as a link to nowhere, a fifo or another
+    user's dir.  Before: every reading of the target was discarded, the disk filled to 100 % and ``watch`` did
+    nothing, said nothing and exited 0.  Now the tmp dir is still read and reclaimed, the planted root is said once
+    in the log and in a metric, and it is never taken as Ray's."""
+    with tmpfs() as tmp:
+        monkeypatch.setattr(_targets, "host_target", lambda: node.target)
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "no-uv"))
+        monkeypatch.delenv("RAY_TMPDIR", raising=False)
+        monkeypatch.delenv("TMPDIR", raising=False)
+        planted = tmp / "ray"
+        if plant == "dangling_symlink":
+            planted.symlink_to("/nonexistent/rayops-nowhere")
+        elif plant == "fifo":
+            os.mkfifo(str(planted))
+        else:
+            stale = owned_tree(planted / STALE, local_users["mallory"], files=1)
+            shutil.chown(str(planted), local_users["mallory"], local_users["mallory"])
+        litter = owned_tree(tmp / "ray_tmp_1", "root", mode=0o755, files=4, size=MIB)
+        aged(str(tmp), hours=2)
+        fill_up(tmp / "data", "root")
+        config = mandate_config(tmp, tmp_path)
+        code, out, err = run_text(capsys, config, "watch", "--once")
+        assert not os.path.exists(str(litter)), out + err  # reclaimed although /tmp/ray is unusable
+        assert "watched dir %s cannot be read safely" % planted in err or plant == "others_dir", err
+        if plant == "others_dir":
+            assert os.path.isdir(str(stale))  # another user's "session" in a root nobody trusts is never Ray's
+        log = (tmp_path / "ray-maintenance.log").read_text()
+        assert "watched dir %s cannot be read safely" % planted in log
+        assert "pressure reclaim " in log
+        found = samples((tmp_path / "metrics" / PRESSURE_FILE).read_text())
+        assert series(found, "rayops_ray_pressure_dir_unreadable", target="host", path=str(planted)) == 1
+        assert os.path.lexists(str(planted))  # said, never touched
