@@ -57,6 +57,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import (
 from ansible_collections.rayops.disk.plugins.module_utils._targets import DOCKER_SOCKET, containers_wanted
 from ansible_collections.rayops.disk.plugins.module_utils._text import (
     cleanup_lines,
+    holders_lines,
     monitor_lines,
     summary_line,
     target_line,
@@ -368,10 +369,23 @@ def _one_line(text: str) -> str:
 
 
 class _PrintableFormatter(logging.Formatter):
-    """Log lines whose every part is printable (a traceback keeps its line breaks)."""
+    """One line per logged message, every part printable: no name in it can forge a line.
+
+    The message's newlines are escaped like any control character.  Only a traceback or stack (``exc_info``,
+    ``stack_info``) keeps its line breaks, each of its lines indented, so none of them can pass for a record.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record), keep_newlines=True)
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = printable(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, self.formatStack(record.stack_info) if record.stack_info else None):
+            if block:
+                text += "".join("\n  " + line for line in printable(block, keep_newlines=True).split("\n"))
+        return text
 
 
 class CannotStart(UsageError):
@@ -581,7 +595,7 @@ def cmd_check(run: Run) -> tuple:
         level.upper(), target, fs["path"], fs["used_percent"], format_bytes(fs["free_bytes"]), warning, critical)
     report["check"] = {"status": level, "target": target, "path": fs["path"], "used_percent": fs["used_percent"],
                        "warning": warning, "critical": critical}
-    run.show(report, [line, report["summary"]])
+    run.show(report, [line, report["summary"]] + (holders_lines(report["holders"]) if level != "ok" else []))
     return CHECK_LEVELS.index(level), line
 
 
@@ -611,7 +625,8 @@ def cmd_cleanup(run: Run) -> tuple:
     started = time.monotonic()
     try:
         options = dataclasses.replace(cleanup_options(run.config), pressure=run.args.pressure)
-        result = Cleanup(options, psutil, docker, check_mode=dry_run).run()
+        cleanup = Cleanup(options, psutil, docker, check_mode=dry_run, usage=usage_options(run.config))
+        result = cleanup.run()
     except UsageError:
         raise
     except Exception as exc:  # a lock or audit file that cannot be opened
@@ -635,11 +650,14 @@ def cmd_cleanup(run: Run) -> tuple:
                     "; ".join(result["pressure"]["trigger"]) or "no disk at or above the low mark")
     if result.get("pressure") and not result["pressure"]["relieved"]:
         relieved = False
-        run.problem("pressure not relieved: %s" % "; ".join(result["pressure"]["still_above_low"]))
+        held = result["pressure"]["held_text"]
+        run.problem("pressure not relieved: %s%s" % ("; ".join(result["pressure"]["still_above_low"]),
+                                                      "; held by %s" % held if held else ""))
     code = max(EXIT_OK if cleanup_succeeded(result) and relieved else EXIT_PROBLEM,
                run.write_metrics(CLEANUP_FILE, cleanup_text(result, duration)))
     if result["status"] == "done" and metrics_enabled(run.config, run.args):
-        code = max(code, run.measure()[1])
+        after = cleanup.usage_after(run.config["thresholds"])  # from this run's own walks: nothing walked again
+        code = max(code, run.write_metrics(USAGE_FILE, usage_text(after)) if after else run.measure()[1])
     run.show(result, cleanup_lines(result, dry_run))
     summary = "%s%s, %s %s: %s" % (
         "dry run, " if dry_run else "", result["status"], "would free" if dry_run else "freed",
@@ -669,8 +687,12 @@ def _watch_reclaim(run: Run, result: dict) -> None:
     line = "pressure reclaim %s in %.1fs: freed %s (%s)" % (
         result["guard_result"].replace("_", " "), pressure["seconds"], format_bytes(result["freed_bytes"]),
         tier_summary(pressure))
-    LOGGER.log(logging.INFO if pressure["relieved"] else logging.WARNING, "%s; %s", line,
-               "; ".join(pressure["trigger"]))
+    if pressure["relieved"]:
+        LOGGER.info("%s; %s", line, "; ".join(pressure["trigger"]))
+    else:
+        LOGGER.warning("%s; %s; held by %s; next reclaim in %gs at the earliest", line,
+                       "; ".join(pressure["still_above_low"]), pressure["held_text"] or "nothing measured",
+                       result.get("retry_seconds") or 0)
     for target in result["targets"]:
         if target["status"] == "cleaned" or target["status"] == "error":
             LOGGER.info("pressure target %s", target_line(target, False))

@@ -26,7 +26,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._deleted import delete
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
-from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions, UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS, CleanupOptions, UsageOptions, level_for
 from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim, watch_node
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets, sample_activity
@@ -110,6 +110,64 @@ def _container_entry(slot: Slot, options: UsageOptions, cleaner: TargetCleaner, 
     return entry
 
 
+REMOVED_FROM = {"clean_tmp_patterns": "tmp_patterns", "clean_old_logs": "logs_old", "remove_stale_spill": "spilled_objects",
+                "clean_rotated_logs": "logs", "clean_dead_worker_logs": "logs"}
+"""The category each kind of removal takes its bytes from (stale sessions: by their own parts, ``_gone_sessions``)."""
+SESSION_PARTS = {"logs_bytes": "logs", "logs_old_bytes": "logs_old", "spilled_bytes": "spilled_objects",
+                 "runtime_resources_bytes": "runtime_resources"}
+
+
+def after_cleanup(report: dict, entry: dict, target: Target, thresholds: dict) -> dict:
+    """A target's usage report as it stands after its cleanup, from its report before and what the cleanup removed:
+    no new walk (its filesystems are read again with ``statvfs``, its sessions looked at with one ``lstat`` each)."""
+    found = dict(report, categories={name: dict(figures) for name, figures in report["categories"].items()})
+    found["tmp_bytes"] = entry["tmp_bytes_after"] if entry["tmp_bytes_after"] is not None else report["tmp_bytes"]
+    for group in entry["groups"]:
+        category = REMOVED_FROM.get(group["action"])
+        if category:
+            _take(found["categories"][category], group["freed_bytes"], group["removed"])
+    found["sessions"] = _gone_sessions(found, target)
+    fresh = {fs["path"]: fs for _path, _dev, fs in filesystems_under(target.tree, [fs["path"] for fs in
+                                                                                  report["filesystems"]],
+                                                                     skipped=(OSError,))}
+    found["filesystems"] = [dict(fresh.get(fs["path"], fs)) for fs in report["filesystems"]]
+    for fs in found["filesystems"]:
+        fs["level"] = level_for(fs["used_percent"], thresholds)
+    found["filesystem"] = found["filesystems"][0]
+    found["level"] = max((fs["level"] for fs in found["filesystems"]), key=LEVELS.index)
+    return found
+
+
+def _take(figures: dict, freed: int, removed: int) -> None:
+    figures["bytes"] = max(0, figures["bytes"] - freed)
+    figures["files"] = max(0, figures["files"] - removed)
+
+
+def _gone_sessions(report: dict, target: Target) -> list:
+    """The sessions still there (a stale one a cleanup removed is gone: its parts leave their categories)."""
+    kept = []
+    for session in report["sessions"]:
+        if session["live"] or _exists(target, session["path"]):
+            kept.append(session)
+            continue
+        parts = 0
+        for key, category in SESSION_PARTS.items():
+            _take(report["categories"][category], session[key], 0)
+            parts += session[key]
+        _take(report["categories"]["stale_sessions"], session["bytes"] - parts, session["files"])
+    return kept
+
+
+def _exists(target: Target, path: str) -> bool:
+    try:
+        target.tree.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def disk_figures(path: str) -> Optional[dict]:
     """The used % of the filesystem holding ``path`` as ``df`` computes it, or None when it cannot be read."""
     try:
@@ -122,7 +180,7 @@ class Cleanup:
     """One run over the host and its Ray worker containers, under the cleanup lock."""
 
     def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
-                 watched: Optional[list] = None) -> None:
+                 watched: Optional[list] = None, usage: Optional[UsageOptions] = None) -> None:
         self.options = options
         self.psutil = psutil
         self.docker = docker
@@ -131,6 +189,12 @@ class Cleanup:
         self.watched = watched
         """With ``pressure``: the targets as the guard just read them (``_pressure.Watched``), reclaimed without
         listing or reading them again; None lists and reads them now."""
+        self.usage = usage
+        """The options targets are measured with (the CLI's: its uv cache and scan workers, so the usage metrics it
+        writes from this run match a ``monitor``'s); default ``options.usage_options()``."""
+        self.measured: list = []
+        """The idle cleanup's ``(slot, report, entry)`` per target it measured: what ``usage_after`` is made of."""
+        self.containers_error: Optional[str] = None
 
     def run(self) -> dict:
         """Validate, take the lock, clean every target, prune Docker; the result, with its outcome and disk."""
@@ -155,7 +219,9 @@ class Cleanup:
         return result
 
     def _run(self, audit: AuditLog) -> dict:
-        usage = self.options.usage_options()
+        usage = self.options.usage_options() if self.usage is None else self.usage
+        if self.usage is not None and usage.uv_cache_dir is None:
+            usage = dataclasses.replace(usage, uv_cache_dir=default_uv_cache_dir())
         cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
         if self.options.pressure:  # the pressure reclaim samples activity only if it comes to its litter tiers
             reclaim = PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner)
@@ -165,6 +231,7 @@ class Cleanup:
             watched, entries = watch_node(node.slots, usage, self.psutil)
             return reclaim.run(watched, entries, node.containers_error)
         node = node_targets(usage, self.docker, host=self.options.host)
+        self.containers_error = node.containers_error
         sample_activity(node.slots, usage, self.psutil)
         targets = [self._target(slot, usage, cleaner) for slot in node.slots]
         prune = None
@@ -188,7 +255,30 @@ class Cleanup:
         except (UsageError, OSError) as exc:
             entry.update(status="error", reason=str(exc))
             return entry
-        return cleaner.clean(entry, slot.target, report, slot.activity)
+        cleaner.clean(entry, slot.target, report, slot.activity)
+        self.measured.append((slot, report, entry))
+        return entry
+
+    def usage_after(self, thresholds: dict) -> Optional[dict]:
+        """The node's usage report after this idle cleanup, for the usage metrics, from the cleanup's own walks
+        (``after_cleanup``: measured once, removed once, nothing walked again); None when the host was not measured
+        (``host: false``, an error, a pressure reclaim): then a report must measure it."""
+        host = next(((slot, report, entry) for slot, report, entry in self.measured if slot.kind == "host"), None)
+        if host is None:
+            return None
+        held = deleted_open_files(self.psutil)
+        found = after_cleanup(host[1], host[2], host[0].target, thresholds)
+        found["deleted_open"] = deleted_by_target(held, None, filesystem_devs(host[0].target, found["filesystems"]))
+        found["containers"] = []
+        for slot, report, entry in self.measured:
+            if slot.kind == "container":
+                after = after_cleanup(report, entry, slot.target, thresholds)
+                after["deleted_open"] = deleted_by_target(held, slot.target.mnt_ns,
+                                                          filesystem_devs(slot.target, after["filesystems"]))
+                found["containers"].append(dict({key: after[key] for key in CONTAINER_KEYS if key in after},
+                                                name=slot.name, status="running", error=None))
+        found["containers_error"] = self.containers_error
+        return found
 
     def _disk(self, path: str, before: Optional[dict], freed: int) -> dict:
         """Used % of the disk before and after; in a dry run "after" is before minus what would be freed."""

@@ -185,7 +185,10 @@ class Guard:
             state.held = pressure["held"]
         state.reclaims[outcome] += 1
         result["guard_result"] = outcome
-        still = over_marks(self.look(), self.options)
+        # observed again by the reclaim itself after its last tier (the targets it did not touch are as this step
+        # read them): no further look
+        state.readings = [reading for item in self.looked for reading in item.readings]
+        still = over_marks(state.readings, self.options)
         state.active = bool(still)
         if outcome in ("not_relieved", "failed"):
             self.retry_at = self.clock() + self.backoff

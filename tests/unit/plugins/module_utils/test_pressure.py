@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from ansible_collections.rayops.disk.plugins.module_utils import _cli, _targets
+from ansible_collections.rayops.disk.plugins.module_utils import _cli, _node, _pressure, _targets, _watch
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import PRESSURE_FILE
 from ansible_collections.rayops.disk.plugins.modules import ray_worker_cleanup
 from ansible_collections.rayops.disk.tests.unit.conftest import aged, fd_targets, tree_digest, write
@@ -538,3 +538,22 @@ def test_a_planted_ray_root_never_blinds_the_guard(capsys, local_users, plant, n
         found = samples((tmp_path / "metrics" / PRESSURE_FILE).read_text())
         assert series(found, "rayops_ray_pressure_dir_unreadable", target="host", path=str(planted)) == 1
         assert os.path.lexists(str(planted))  # said, never touched
+
+
+def test_a_guard_step_lists_once_and_reads_each_filesystem_before_and_after(capsys, pressed, monkeypatch):
+    """A step that finds pressure and one tier relieves it: one listing of the targets (the refresh), one reading of
+    each watched filesystem before the reclaim and one after it; the reclaim lists and reads nothing again."""
+    tmp, config, _paths = pressed
+    fill(tmp, 93)
+    listed, read = [], []
+    monkeypatch.setattr(_watch, "node_targets", lambda *args, **kwargs: listed.append(1) or _targets.node_targets(
+        *args, **kwargs))
+    monkeypatch.setattr(_node, "node_targets", lambda *args, **kwargs: listed.append(1) or _targets.node_targets(
+        *args, **kwargs))
+    real = _pressure.filesystem_of
+    monkeypatch.setattr(_pressure, "filesystem_of", lambda *args, **kwargs: read.append(1) or real(*args, **kwargs))
+    guard = _watch.Guard(_cli.cleanup_options(_cli.load_config(config)), _cli.psutil)
+    result = guard.step()
+    assert result["guard_result"] == "relieved" and [t["tier"] for t in result["pressure"]["tiers"]] == ["unneeded"]
+    assert len(listed) == 1 and len(read) == 2  # one filesystem: read before, read after the tier
+    assert guard.state.active is False and guard.state.readings[0].used_percent < 80
