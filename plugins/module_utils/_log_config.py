@@ -14,11 +14,14 @@ other line and comment of the file.
 
 The file is read and written as root, often in a directory another user owns
 (``/opt/ray/.env``).  ``Destination`` therefore works only through file
-descriptors: the final name is never followed (a symlink is refused, not read),
-the current file is read through an fd checked to be a regular file with one
-link, and new content goes into a private 0700 directory, gets its mode and
-owner through its fd and is renamed into place between directory fds.  No path
-that a user could swap for a symlink is ever chowned or chmodded.
+descriptors: its directory is opened one component at a time from ``/`` and no
+symlink is followed on the way or at the final name (one is refused, not read);
+the current file is opened only once it is pinned and checked to be a regular
+file (``_fs.open_regular``: a fifo or device swapped in is never opened) and is
+read through that fd, checked to have one link; new content goes into a private
+0700 directory, gets its mode and owner through its fd and is renamed into place
+between directory fds.  No path that a user could swap for a symlink is ever
+chowned or chmodded.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """
@@ -37,7 +40,7 @@ import time
 from typing import Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
-from ansible_collections.rayops.disk.plugins.module_utils._fs import write_all
+from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, open_regular, write_all
 from ansible_collections.rayops.disk.plugins.module_utils._units import parse_size
 
 MAX_BYTES = "RAY_ROTATION_MAX_BYTES"
@@ -171,8 +174,8 @@ PRIVATE_PREFIX = ".ray_log_config-"
 """Names of the private directories made next to the destination (removed after each write)."""
 TEMP_NAME = "new"
 PRIVATE_ATTEMPTS = 12
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_SKIP = ("security.capability",)
 _XATTR_IGNORED = (errno.EPERM, errno.ENOTSUP, errno.ENODATA, errno.EINVAL)
 _IS_DIR = "path %r is a directory; give the environment file or drop-in to manage"
@@ -235,6 +238,44 @@ def _copy_xattrs(src: int, dst: int) -> None:
                 raise
 
 
+def _link_refused(walked: str, path: str, dirfd: int, name: str) -> UsageError:
+    """The error for a symlink ``name`` (at ``walked``) met on the way to ``path``."""
+    return UsageError(
+        "%r, a directory on the way to path %r, is a symlink to %r; ray_log_config never goes through one, as "
+        "whoever can change the link (or the directory holding it) could point it at another directory, such as a "
+        "root-only one: give the real path %r instead"
+        % (walked, path, os.readlink(name, dir_fd=dirfd), os.path.realpath(path)))
+
+
+def open_directory(directory: str, path: str) -> int:
+    """An fd of ``directory`` (the directory of ``path``), opened one component at a time, never through a link.
+
+    From ``/`` for an absolute path, else from the working directory; each component with ``O_NOFOLLOW |
+    O_DIRECTORY``.  A symlink anywhere on the way is a ``UsageError`` naming it and its target;
+    ``FileNotFoundError`` when a component is missing, ``NotADirectoryError`` when one is not a directory.
+    """
+    walked = "/" if directory.startswith("/") else ""
+    fd = os.open(walked or ".", _DIR_FLAGS)
+    try:
+        for name in directory.split("/"):
+            if name in ("", "."):
+                continue
+            walked = os.path.join(walked, name)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and \
+                        stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _link_refused(walked, path, fd, name) from exc
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class Destination:
     """The file to manage, reached once through its directory's fd; nothing afterwards goes by path.
 
@@ -254,7 +295,7 @@ class Destination:
         if self.name in ("", ".", ".."):
             raise UsageError(_IS_DIR % path)
         try:
-            self.dirfd = os.open(self.directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.dirfd = open_directory(self.directory, path)
         except FileNotFoundError:
             return  # nothing to read; writing says what is missing
         except NotADirectoryError:
@@ -285,12 +326,11 @@ class Destination:
     def _open_current(self) -> None:
         try:
             self._refuse(os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False))
-            fd = os.open(self.name, _READ_FLAGS, dir_fd=self.dirfd)
+            fd = open_regular(self.name, dir_fd=self.dirfd)  # only a regular file is ever opened
         except FileNotFoundError:
             return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # became a symlink since the lstat
-                self._refuse(os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False))
+        except UnsafePath:  # became a symlink, fifo or device since the lstat: say which
+            self._refuse(os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False))
             raise
         self.fd, self.stat = fd, os.fstat(fd)
         self._refuse(self.stat)

@@ -19,11 +19,18 @@ import base64
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree, is_filesystem_root, mount_id, open_dir
+from ansible_collections.rayops.disk.plugins.module_utils._fs import (
+    Tree,
+    UnsafePath,
+    is_filesystem_root,
+    mount_id,
+    open_dir,
+    open_regular,
+    read_head,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     KIND_ORDER,
     RayLayout,
@@ -165,12 +172,16 @@ def live_node_ids(psutil) -> dict:
 
 
 def _read_top(dir_fd: int, name: str, limit: int) -> bytes:
-    """The first ``limit`` bytes of a regular file in an open directory, never through a link or from a fifo."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    """The first ``limit`` bytes of a regular file in an open directory (any owner's); ``b""`` for anything else.
+
+    A link, fifo, socket or device node is never opened (``_fs.open_regular``): Ray's session dirs are 0777.
+    """
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return b""
-        return os.read(fd, limit)
+        fd = open_regular(name, dir_fd=dir_fd)
+    except UnsafePath:
+        return b""
+    try:
+        return read_head(fd, limit)
     finally:
         os.close(fd)
 

@@ -21,7 +21,7 @@ import os
 import re
 from typing import Iterable, Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree, UnsafePath
+from ansible_collections.rayops.disk.plugins.module_utils._fs import Tree, UnsafePath, open_regular, read_head
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     KIND_ORDER,
     RAY_EXECUTABLES,
@@ -103,28 +103,23 @@ def ray_package_dir(exe: str) -> Optional[str]:
 def read_trusted(tree: Tree, path: str, trusted: frozenset, limit: int = VERSION_FILE_MAX) -> bytes:
     """At most ``limit`` bytes of a regular file inside ``tree`` that only ``trusted`` users can have written.
 
-    Every directory on the way is checked as ``open_beneath`` does with trusted uids, the file is opened
-    without following a link and checked through its fd (owner, not group- or world-writable).  ``OSError``
-    (``UnsafePath`` for a path others control) when it cannot be read so.
+    Every directory on the way is checked as ``open_beneath`` does with trusted uids; the file is pinned without
+    following a link and opened only when it is a regular file of a trusted user (``_fs.open_regular``: a device
+    node or fifo a container's root made there is never opened), then checked through its fd (not group- or
+    world-writable).  ``OSError`` (``UnsafePath`` for a path others control) when it cannot be read so.
     """
     parent, name = os.path.split(os.path.normpath(path))
+    owners = frozenset(trusted) | {0}
     dirfd = tree.open_dir(parent, trusted_uids=trusted)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dirfd)
+        fd = open_regular(name, dir_fd=dirfd, owners=owners)
     finally:
         os.close(dirfd)
     try:
-        reason = trusted_file_problem(tree, path, os.fstat(fd), frozenset(trusted) | {0})
+        reason = trusted_file_problem(tree, path, os.fstat(fd), owners)
         if reason:
             raise UnsafePath(errno.EPERM, reason)
-        chunks, left = [], limit
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        return read_head(fd, limit)
     finally:
         os.close(fd)
 

@@ -97,15 +97,15 @@ notes:
     gives logrotate exactly what Ray leaves on its version.
   - Ray does not reopen logs on a signal; an external logrotate of Ray logs needs C(copytruncate).
   - The module runs as root on files in directories other users may own (C(/opt/ray/.env)). Such a user can
-    rename or replace any entry there at any moment, so the final name of O(path) is never followed - a symlink
-    is refused, with or without check mode, and its target is never read or shown in a diff; give the real file.
+    rename or replace any entry there at any moment, so no symlink anywhere in O(path) is followed - the
+    directories are opened one at a time from C(/) (or the working directory for a relative path), and a symlink
+    among them or at the file is refused, with or without check mode, naming it and its target; its target is
+    never read or shown in a diff. Give the real path.
     A file with more than one hard link, a named pipe or a device is refused too.
   - New content is written in a private C(0700) directory made next to the file, given its mode and owner through
     its file descriptor (the current file's extended attributes, such as an SELinux label or ACL, are copied) and
     renamed into place. Ansible's C(atomic_move) is not used, so there are no C(unsafe_writes), SELinux or
     C(attributes) options.
-  - Directories above the file's own are followed; name the file by a path whose other directories only root can
-    change.
 """
 
 EXAMPLES = r"""

@@ -9,13 +9,19 @@ root can satisfy (root inside, a program at Ray's path), naming temp roots
 through absolute symlinks that point at a host directory.  Through
 ``/proc/<pid>/root`` the kernel would follow them to the host; the
 collection resolves them inside the container.
+
+Issue 18: such a container makes root open a device node or fifo it planted where root reads Ray's version and a
+session's ``debug_state.txt`` (finding 2), and names a temp root with a newline to forge a line of root's log
+(finding 5).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -24,7 +30,9 @@ import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
 from ansible_collections.rayops.disk.tests.system.conftest import ansible_module
+from ansible_collections.rayops.disk.tests.system.test_node_cli import install, run, write_config
 from ansible_collections.rayops.disk.tests.unit.conftest import tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_ray_version import opens_of
 
 IMAGE = "rayops-test/debian-python:bookworm-2"
 STALE = "session_2020-01-01_00-00-00_000001_1"
@@ -123,3 +131,115 @@ def test_a_pid_that_no_longer_belongs_to_the_container_is_not_entered(attacker):
     with pytest.raises(LookupError, match="process %d is not in the container's cgroup: its pid was reused"
                                           % os.getpid()):
         container_target(attacker)
+
+
+# --- issue 18, finding 2: a device node or fifo where root reads --------------------------------------------------
+
+NODE = uuid.uuid4().hex + uuid.uuid4().hex[:24]  # a spill dir's node that no raylet names: its session is looked up
+PLANTED = {"/opt/ray/_version.py": "mknod {path} c 1 5", "/opt/ray-2.53.0.dist-info/METADATA": "mkfifo {path}",
+           "/tmp/rayt/%s/logs/debug_state.txt" % LIVE: "mkfifo {path}",
+           "/tmp/rayt/%s/logs/debug_state.txt" % STALE: "mknod {path} c 1 5"}
+
+
+def start_raylet(container, *args):
+    """A Ray-looking raylet in the container (Python at Ray's path, run by its root), running ``args``."""
+    container.exec_run(["/opt/ray/core/src/ray/raylet/raylet", "-c", "import time; time.sleep(600)"] + list(args),
+                       detach=True)
+    deadline = time.time() + 20
+    while "raylet" not in sh(container, "cat /proc/[0-9]*/comm"):
+        assert time.time() < deadline, "the container's raylet did not start"
+        time.sleep(0.2)
+    container.reload()
+    return container.attrs["State"]["Pid"]
+
+
+@pytest.fixture
+def planter(docker_client):
+    """A worker container whose fake raylet's Ray package has a device node as ``_version.py`` and a fifo as its
+    dist-info's METADATA, and whose sessions have a fifo and a device node as ``logs/debug_state.txt``; the raylet
+    names a spill dir holding a dir of a node it does not name.  Yields ``(container, host paths planted)``."""
+    container = docker_client.containers.run(IMAGE, name="ray-worker-dev%s" % uuid.uuid4().hex[:8], init=True,
+                                             detach=True)
+    try:
+        sh(container, "\n".join([
+            "mkdir -p /opt/ray/core/src/ray/raylet /opt/ray-2.53.0.dist-info /tmp/spill/ray_spilled_objects_%s" % NODE,
+            "mkdir -p /tmp/rayt/%s/logs /tmp/rayt/%s/logs" % (LIVE, STALE),
+            "cp /usr/bin/python3.11 /opt/ray/core/src/ray/raylet/raylet",
+            "head -c 4096 /dev/zero > /tmp/spill/ray_spilled_objects_%s/obj" % NODE,
+        ] + [make.format(path=path) for path, make in PLANTED.items()]))
+        pid = start_raylet(container, "--temp_dir=/tmp/rayt", "--session_dir=/tmp/rayt/%s" % LIVE,
+                           "--fallback_directory=/tmp/spill")
+        yield container, ["/proc/%d/root%s" % (pid, path) for path in PLANTED]
+    finally:
+        container.remove(force=True)
+
+
+def test_root_never_opens_a_device_or_fifo_a_container_planted(planter, tmp_path):
+    container, planted = planter
+    with opens_of(planted) as opened:
+        report = ansible_module("rayops.disk.ray_tmp_usage", {"tmp_dir": str(tmp_path), "containers": True,
+                                                              "container_name_filter": container.name})
+    assert opened == []
+    assert report.get("failed") is not True, report
+    entry = report["containers"][0]
+    assert entry["name"] == container.name and entry["ray_version"] is None, entry
+    message = entry["log_rotation"]["message"]
+    assert "/opt/ray/_version.py: _version.py is not a regular file" in message, message
+    assert "METADATA: METADATA is not a regular file" in message, message
+    spilled = [spill for spill in entry["spill_dirs"] if spill["node_id"] == NODE]
+    assert spilled and spilled[0]["session"] is None, entry["spill_dirs"]  # looked for in the sessions: none says
+
+    wrapper = install(tmp_path / "node", sys.prefix)  # the node's monitor, as cron runs it
+    config = write_config(tmp_path, tmp_dir=str(tmp_path), containers=True, container_name_filter=container.name,
+                          log_file=str(tmp_path / "ray-maintenance.log"))
+    with opens_of(planted) as opened:
+        proc = run(wrapper, "--config", config, "--json", "monitor")
+    assert opened == []
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["containers"][0]["ray_version"] is None
+
+
+# --- issue 18, finding 5: a newline in a name forges a line of root's log -----------------------------------------
+
+FORGED = "FORGED 2026-01-01 00:00:00,000 ray-maintenance[1] INFO cleanup target host (host): nothing to clean"
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ray-maintenance\[\d+\] (INFO|WARNING|ERROR) ")
+
+
+@pytest.fixture
+def forger(docker_client):
+    """A worker container whose fake raylet names the temp root ``/dev/shm/a<newline>FORGED ...`` (it exists, on
+    the container's own 8 MiB shm, a quarter full: a filesystem of its own, watched and over a low mark)."""
+    container = docker_client.containers.run(IMAGE, name="ray-worker-forge%s" % uuid.uuid4().hex[:8], init=True,
+                                             shm_size="8m", detach=True)
+    root = "/dev/shm/a\n" + FORGED
+    try:
+        code, out = container.exec_run(["sh", "-ec", 'mkdir -p /opt/ray/core/src/ray/raylet "$1"\n'
+                                        'cp /usr/bin/python3.11 /opt/ray/core/src/ray/raylet/raylet\n'
+                                        'head -c 2097152 /dev/zero > "$1/filler"', "sh", root])
+        assert code == 0, out.decode()
+        start_raylet(container, "--temp_dir=" + root)
+        yield container, root
+    finally:
+        container.remove(force=True)
+
+
+def test_a_newline_in_a_containers_temp_root_forges_no_line_of_the_log(forger, tmp_path):
+    container, root = forger
+    wrapper = install(tmp_path / "node", sys.prefix)
+    log = tmp_path / "ray-maintenance.log"
+    config = write_config(tmp_path, tmp_dir=str(tmp_path), host=False, containers=True,
+                          container_name_filter=container.name, log_file=str(log), lock_file=str(tmp_path / "lock"),
+                          audit_log=str(tmp_path / "audit.jsonl"), pressure_high_percent=5,
+                          pressure_inodes_high_percent=99, pressure_low_percent=1)
+    watch = run(wrapper, "--config", config, "--json", "watch", "--once")
+    monitor = run(wrapper, "--config", config, "--json", "monitor")
+    entry = json.loads(monitor.stdout)["containers"][0]
+    assert entry["error"] is None and entry["untrusted_processes"] == [], entry  # its raylet is trusted
+    text = log.read_text()
+    # the guard reclaimed, and said which filesystem was pressed: the temp root, escaped
+    assert "/dev/shm/a\\n" + FORGED in text, text + watch.stderr
+    lines = text.splitlines()
+    assert [line for line in lines if not LOG_LINE.match(line)] == [], text
+    assert not [line for line in lines if line.startswith("FORGED")]
+    assert any(line.split(" ", 4)[3:4] == ["INFO"] and " monitor exit " in line for line in lines), text
+    assert any(" watch exit " in line for line in lines), text

@@ -15,6 +15,7 @@ root-owned file while root runs the module through Ansible.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import pwd
@@ -217,3 +218,59 @@ def test_a_linked_destination_is_refused_and_the_root_file_never_shown(user_tree
     assert "s3cr3t" not in printed
     assert untouched(secret)
     assert sorted(os.listdir(ray_dir)) == [".env"]
+
+
+@pytest.fixture
+def user_with_home():
+    """A real unprivileged user whose home (``/tmp/rayops-home-*/<name>``) it owns: (name, uid, gid, home, base)."""
+    base = tempfile.mkdtemp(prefix="rayops-home-", dir="/tmp")
+    os.chmod(base, 0o755)
+    name = "rayhome%s" % secrets.token_hex(4)
+    home = os.path.join(base, name)
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", home,
+                    "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        os.mkdir(home, 0o755)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        yield name, entry.pw_uid, entry.pw_gid, home, base
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fingerprint(path):
+    """A file's type, mode, owner, links and content digest: anything root did to it changes this."""
+    st = os.lstat(path)
+    with open(path, "rb") as handle:
+        return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink, st.st_ino,
+                hashlib.sha256(handle.read()).hexdigest())
+
+
+@pytest.mark.parametrize("flags", [(), ("--check", "--diff")])
+def test_a_symlink_in_a_directory_on_the_way_is_refused_naming_it(user_with_home, flags):
+    """Finding 6: the user's ``~/cfg/ray`` is a link to a root-only directory; root must not edit the file there."""
+    name, uid, gid, home, base = user_with_home
+    root_only = os.path.join(base, "root-only")
+    os.mkdir(root_only, 0o700)
+    env = os.path.join(root_only, ".env")
+    with open(env, "w") as handle:
+        handle.write(SECRET + "RAY_ROTATION_MAX_BYTES=1\n")
+        os.fchmod(handle.fileno(), 0o600)
+    cfg = os.path.join(home, "cfg")
+    os.mkdir(cfg, 0o755)
+    os.chown(cfg, uid, gid)
+    subprocess.run(["ln", "-s", root_only, os.path.join(cfg, "ray")], user=uid, group=gid, extra_groups=[],
+                   check=True)  # made by the user, in the user's own directory
+    before = fingerprint(env)
+    result, printed = ansible_cli({"path": "~%s/cfg/ray/.env" % name, "rotation_max_bytes": "1MB",
+                                   "rotation_backup_count": 2, "backup": True}, *flags)
+    assert result.get("failed") is True, printed
+    link = os.path.join(cfg, "ray")
+    assert "%r, a directory on the way to path %r, is a symlink to %r" % (link, os.path.join(link, ".env"), root_only) \
+        in result["msg"], printed
+    assert "give the real path %r instead" % env in result["msg"], printed
+    assert "s3cr3t" not in printed and "diff" not in result
+    assert fingerprint(env) == before and os.listdir(root_only) == [".env"]
+    assert os.listdir(cfg) == ["ray"] and os.readlink(link) == root_only

@@ -752,3 +752,37 @@ def test_check_config_says_what_a_run_says(capsys, tmp_path, settings, message):
     code, out, err = cli(capsys, "--config", path, "check-config")
     assert (code, out) == (3, "") and err.count("\n") == 1 and message in err
     assert (code, out, err) == cli(capsys, "--config", path, "check")  # the same message as a run's
+
+
+# --- the log file: one line per message ----------------------------------------------------------------------------
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ray-maintenance\[\d+\] [A-Z]+ ")
+
+
+def _log_record(message, *args, exc_info=None, stack_info=None):
+    record = logging.LogRecord("ray-maintenance", logging.ERROR, __file__, 1, message, args, exc_info)
+    record.stack_info = stack_info
+    return record
+
+
+def test_a_logged_message_is_one_line_and_only_a_traceback_keeps_its_line_breaks():
+    formatter = _cli._PrintableFormatter("%(asctime)s " + _cli.PROG + "[%(process)d] %(levelname)s %(message)s")
+    forged = "/tmp/a\nFORGED 2026 ray-maintenance[1] INFO cleanup target host: nothing\r\x1b[2K"
+    text = formatter.format(_log_record("pressure: reclaim %s", forged))
+    assert "\n" not in text and LOG_LINE.match(text)
+    assert text.endswith("pressure: reclaim /tmp/a\\nFORGED 2026 ray-maintenance[1] INFO cleanup target host: "
+                         "nothing\\r\\x1b[2K")
+    try:
+        raise ValueError("no such session %s" % forged)
+    except ValueError:
+        failed = sys.exc_info()
+    text = formatter.format(_log_record("cleanup of %s failed", forged, exc_info=failed, stack_info="Stack:\n  f()"))
+    lines = text.split("\n")
+    assert LOG_LINE.match(lines[0]) and lines[0].endswith("cleanup of /tmp/a\\nFORGED 2026 ray-maintenance[1] INFO "
+                                                          "cleanup target host: nothing\\r\\x1b[2K failed")
+    assert any(line.strip() == "Traceback (most recent call last):" for line in lines[1:])
+    assert any(line.lstrip().startswith('File "%s"' % __file__) for line in lines[1:])  # the frames, a line each
+    assert lines[-2:] == ["  Stack:", "    f()"]
+    # The traceback keeps its line breaks, but no line of it can pass for a record: each is indented.
+    assert all(line.startswith("  ") for line in lines[1:]) and not any(LOG_LINE.match(line) for line in lines[1:])
+    assert "\x1b" not in text and "\r" not in text

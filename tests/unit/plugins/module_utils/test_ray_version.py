@@ -11,8 +11,13 @@ rotates per version, and what an external logrotate may take (never one of Ray's
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fnmatch
 import os
+import select
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +39,35 @@ from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage
 from ansible_collections.rayops.disk.tests.unit.conftest import SYSTEM_PYTHON, write
 
 ROOT = frozenset({0})
+IN_OPEN, IN_DONT_FOLLOW = 0x20, 0x02000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def opens_of(paths):
+    """A list that holds, once the block is done, each of ``paths`` that anything opened meanwhile (inotify).
+
+    Pinning an entry with ``O_PATH`` opens nothing and is not an open here; every real open is, even of a fifo
+    with ``O_NONBLOCK`` or of a device node.
+    """
+    fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    opened: list = []
+    try:
+        watches = {}
+        for path in paths:
+            wd = _LIBC.inotify_add_watch(fd, os.fsencode(str(path)), IN_OPEN | IN_DONT_FOLLOW)
+            assert wd >= 0, "%s: %s" % (path, os.strerror(ctypes.get_errno()))
+            watches[wd] = str(path)
+        yield opened
+        while select.select([fd], [], [], 0.5)[0]:
+            data = os.read(fd, 65536)
+            for offset in range(0, len(data), 16):  # no names: watched entries, not directories
+                wd, mask, _cookie, _length = struct.unpack_from("iIII", data, offset)
+                if mask & IN_OPEN:
+                    opened.append(watches[wd])
+    finally:
+        os.close(fd)
 RAY_BACKUPS = {  # Ray's own rotated copies, as each version names them (seen on 2.40, 2.53, 2.60)
     "2.40.0": ["python-core-worker-7a21_30378.1.log", "python-core-driver-0100_3545.2.log", "dashboard.log.1",
                "monitor.log.3", "log_monitor.log.1"],
@@ -103,11 +137,29 @@ def test_a_symlinked_or_special_version_file_is_never_followed(tmp_path):
     secret.write_text('version = "6.6.6"\n')
     os.symlink(str(secret), os.path.join(site, "ray", "_version.py"))
     version, why = ray_version.installed_version(HOST, exe, ROOT)
-    assert version is None and "_version.py: Too many levels of symbolic links" in why, why
+    assert version is None and "_version.py is not a regular file" in why, why
     os.unlink(os.path.join(site, "ray", "_version.py"))
     os.mkfifo(os.path.join(site, "ray", "_version.py"))  # never blocks
     version, why = ray_version.installed_version(HOST, exe, ROOT)
     assert version is None and "is not a regular file" in why, why
+
+
+@pytest.mark.parametrize("kind", ["fifo", "character device"])
+def test_a_version_file_that_is_a_fifo_or_a_device_is_never_opened(tmp_path, kind):
+    """A container's root can mknod ``_version.py`` (c 1 5) next to its fake raylet: root must not open it."""
+    site, exe = package(str(tmp_path))
+    version_py = os.path.join(site, "ray", "_version.py")
+    metadata = os.path.join(site, "ray-2.53.0.dist-info", "METADATA")
+    os.makedirs(os.path.dirname(metadata), 0o755)
+    for path in (version_py, metadata):
+        if kind == "fifo":
+            os.mkfifo(path, 0o644)
+        else:
+            os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero
+    with opens_of([version_py, metadata]) as opened:
+        version, why = ray_version.installed_version(HOST, exe, ROOT)
+    assert opened == []
+    assert version is None and "_version.py is not a regular file" in why and "METADATA is not a regular file" in why
 
 
 def test_a_huge_version_file_is_read_only_so_far(tmp_path):

@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 
@@ -27,11 +28,13 @@ from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import (
     decode_config_list,
     filesystem_type,
     named_spill_roots,
+    session_node_ids,
     shared_filesystem,
     spill_paths,
 )
 from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage, ray_worker_cleanup
 from ansible_collections.rayops.disk.tests.unit.conftest import aged, du_bytes, tree_digest, write
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_ray_version import opens_of
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
 
 LIVE = "session_2026-11-22_10-00-00_000002_22"
@@ -409,3 +412,36 @@ def test_monitor_says_how_many_spill_dirs_are_live_and_stale(sandbox, spill_node
     out = capsys.readouterr().out
     line = [x for x in out.splitlines() if x.startswith("spill dirs outside the sessions: ")][0]
     assert line.startswith("spill dirs outside the sessions: 1 live (68.0 KiB), 3 stale (")
+
+
+# --- a session's files are only read when they are regular files ---------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "character device", "symlink"])
+def test_a_debug_state_that_is_not_a_regular_file_is_never_opened(tmp_path, kind):
+    """Ray's session dirs are 0777: anyone (a container's root: anything) may put a fifo or device there."""
+    logs = tmp_path / "ray" / STALE / "logs"
+    logs.mkdir(parents=True)
+    write(str(tmp_path / "ray" / STALE / ("gcs_server_port_%s" % DEAD_NODE_260)), 5)
+    debug_state = logs / "debug_state.txt"
+    secret = tmp_path / "secret"
+    secret.write_text("NodeManager:\nNode ID: %s\n" % DEAD_NODE)
+    if kind == "fifo":
+        os.mkfifo(str(debug_state))
+    elif kind == "symlink":
+        debug_state.symlink_to(secret)
+    else:
+        os.mknod(str(debug_state), 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero
+    root_fd = os.open(str(tmp_path / "ray"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with opens_of([debug_state if kind != "symlink" else secret]) as opened:
+            assert session_node_ids(root_fd, STALE) == {DEAD_NODE_260}
+    finally:
+        os.close(root_fd)
+    assert opened == []
+    debug_state.unlink()
+    debug_state.write_text("NodeManager:\nNode ID: %s\n" % DEAD_NODE)
+    root_fd = os.open(str(tmp_path / "ray"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert session_node_ids(root_fd, STALE) == {DEAD_NODE_260, DEAD_NODE}  # a regular file is read
+    finally:
+        os.close(root_fd)

@@ -23,6 +23,7 @@ from ansible.module_utils import basic
 
 from ansible_collections.rayops.disk.plugins.module_utils import _log_config
 from ansible_collections.rayops.disk.plugins.modules import ray_log_config
+from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_ray_version import opens_of
 from ansible_collections.rayops.disk.tests.unit.plugins.modules.utils import fail_module
 
 USERS_ENV = "# executor settings\nPATH=/usr/bin\nexport RAY_BACKEND_LOG_LEVEL=40\nRAY_ROTATION_MAX_BYTES=512M\n"
@@ -308,3 +309,46 @@ def test_a_new_file_gets_a_symbolic_mode(run_module, tmp_path):
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640 and os.listdir(tmp_path) == [".env"]
     assert "mode 'u=rwz' must be in octal or symbolic form" in fail_module(
         ray_log_config.main, dict(WANTED, path=str(path), mode="u=rwz"))["msg"]
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_symlinked_directory_anywhere_on_a_relative_path_is_refused(run_module, tmp_path, secret, monkeypatch,
+                                                                     check_mode):
+    """The directory is walked from the working directory too, one component at a time; no link is followed."""
+    (tmp_path / "real" / "deeper").mkdir(parents=True)
+    (tmp_path / "real" / "deeper" / ".env").write_text(USERS_ENV)
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    before = (tmp_path / "real" / "deeper" / ".env").read_text()
+    monkeypatch.chdir(tmp_path)
+    for path, link, target in (("linked/deeper/.env", "linked", str(tmp_path / "real")),
+                               ("./real/../linked/deeper/.env", "real/../linked", str(tmp_path / "real"))):
+        args = dict(WANTED, path=path, _ansible_diff=True, _ansible_check_mode=check_mode)
+        result = fail_module(ray_log_config.main, args)
+        assert "%r, a directory on the way to path %r, is a symlink to %r" % (link, path, target) in result["msg"]
+        assert "give the real path %r instead" % str(tmp_path / "real" / "deeper" / ".env") in result["msg"]
+    assert (tmp_path / "real" / "deeper" / ".env").read_text() == before
+    assert sorted(os.listdir(tmp_path / "real" / "deeper")) == [".env"]
+    assert run_module(ray_log_config.main, dict(WANTED, path="real/deeper/.env"))["changed"]  # the real path works
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_opened(run_module, tmp_path, monkeypatch):
+    """The directory's owner replaces the file by a fifo between root's lstat and its open: nothing is opened."""
+    dest = tmp_path / ".env"
+    dest.write_text(USERS_ENV)
+    regular = os.lstat(dest)
+    os.unlink(dest)
+    os.mkfifo(dest)
+    real_stat = os.stat
+    seen = []
+
+    def stat_before_the_swap(name, *args, **kwargs):  # root's first look still sees the user's regular file
+        if name == dest.name and kwargs.get("dir_fd") is not None and not seen:
+            seen.append(name)
+            return regular
+        return real_stat(name, *args, **kwargs)
+
+    monkeypatch.setattr(_log_config.os, "stat", stat_before_the_swap)
+    with opens_of([dest]) as opened:
+        result = fail_module(ray_log_config.main, dict(WANTED, path=str(dest), _ansible_check_mode=True))
+    assert opened == [] and seen, seen
+    assert "path %r is a named pipe, not a regular file" % str(dest) in result["msg"]
