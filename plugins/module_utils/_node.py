@@ -64,8 +64,7 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     _add_cleanup_view(report, host, options, cleaner)
     held = deleted_open_files(psutil)  # one look at every process's open files, for every target
     report["deleted_open"] = deleted_by_target(held, None, filesystem_devs(host.target, report["filesystems"]))
-    inner = options.for_container()  # each container's own tmp dir (container_tmp_dir) and Ray temp root
-    report["containers"] = [_container_entry(slot, inner, cleaner, held) for slot in node.containers]
+    report["containers"] = [_container_entry(slot, cleaner, held) for slot in node.containers]
     report["containers_error"] = node.containers_error
     if node.containers_error:
         report["errors"].append({"path": options.docker_host or "docker", "error": node.containers_error})
@@ -87,9 +86,10 @@ def filesystem_devs(target: Target, filesystems: list) -> set:
     return {dev for _path, dev, _fs in filesystems_under(target.tree, paths, skipped=(OSError,))}
 
 
-def _container_entry(slot: Slot, options: UsageOptions, cleaner: TargetCleaner, held: list) -> dict:
+def _container_entry(slot: Slot, cleaner: TargetCleaner, held: list) -> dict:
     """A container's entry: identity and status, and for a running one its report (not its own containers)."""
     enter(slot)
+    options = slot.options
     container = slot.container
     entry = {"name": slot.name, "id": container.short_id, "status": container.status, "tmp_dir": options.tmp_dir,
              "tmp_bytes": None, "error": slot.reason if slot.status == "error" else None}
@@ -228,12 +228,12 @@ class Cleanup:
             if self.watched is not None:
                 return reclaim.run(self.watched)
             node = node_targets(usage, self.docker, host=self.options.host)
-            watched, entries = watch_node(node.slots, usage, self.psutil)
+            watched, entries = watch_node(node.slots, self.psutil)
             return reclaim.run(watched, entries, node.containers_error)
         node = node_targets(usage, self.docker, host=self.options.host)
         self.containers_error = node.containers_error
         sample_activity(node.slots, usage, self.psutil)
-        targets = [self._target(slot, usage, cleaner) for slot in node.slots]
+        targets = [self._target(slot, cleaner) for slot in node.slots]
         prune = None
         if self.options.docker_prune and not node.containers_error:
             prune = prune_docker(self.docker, self.options.docker_host, self.check_mode)
@@ -242,8 +242,9 @@ class Cleanup:
         return {"changed": changed, "freed_bytes": freed, "status": "done", "reason": None, "targets": targets,
                 "docker_prune": prune, "containers_error": node.containers_error, "pressure": None}
 
-    def _target(self, slot: Slot, usage: UsageOptions, cleaner: TargetCleaner) -> dict:
-        options = usage if slot.kind == "host" else usage.for_container()  # a container's own tmp dir and Ray
+    def _target(self, slot: Slot, cleaner: TargetCleaner) -> dict:
+        """Measure one target with its own options, then clean it (``TargetCleaner``); its entry in the result."""
+        options = slot.options
         enter(slot)
         if slot.status is not None:
             status = "skipped_not_running" if slot.status == "not_running" else "error"

@@ -135,12 +135,11 @@ class Watched:
         return self.readings
 
 
-def watch_slot(slot: Slot, options: UsageOptions, psutil, candidates: Optional[list] = None) -> Watched:
+def watch_slot(slot: Slot, psutil, candidates: Optional[list] = None) -> Watched:
     """The dirs whose filesystems are watched on an entered ``slot``, as it sees them: tmp dir, Ray temp roots,
     spill dirs (``candidates``, ``_ray_layout.ray_candidates``: one look at every process, shared by every slot)."""
-    own = options if slot.kind == "host" else options.for_container()
-    layout = discover(slot.target, psutil, own.tmp_dir, own.ray_temp_dir, slot.environ, options.ray_uids,
-                      candidates)
+    own = slot.options
+    layout = discover(slot.target, psutil, own.tmp_dir, own.ray_temp_dir, slot.environ, own.ray_uids, candidates)
     found = [own.tmp_dir] + list(layout.temp_roots) + list(own.spill_dirs)
     refused = [{"target": slot.name, "path": item["path"], "reason": "Ray's default temp root is not safe: %s"
                 % item["reason"]} for item in layout.refused_roots]
@@ -322,23 +321,22 @@ TIER_TABLE = (
 TIERS = tuple(tier.name for tier in TIER_TABLE)
 
 
-def watch_node(slots: list, options: UsageOptions, psutil) -> tuple:
+def watch_node(slots: list, psutil) -> tuple:
     """``(watched, entries)``: each slot entered and its watched dirs read (``Watched``), or its entry when it cannot
     be (a stopped container, one that cannot be entered or read)."""
     candidates = ray_candidates(psutil)  # one look at every process, for every slot
     watched, entries = [], {}
     for slot in slots:
         enter(slot)
-        own = options if slot.kind == "host" else options.for_container()
         if slot.status is not None:
             status = "skipped_not_running" if slot.status == "not_running" else "error"
-            entries[slot.name] = new_entry(slot.name, slot.kind, status, slot.reason, own.tmp_dir)
+            entries[slot.name] = new_entry(slot.name, slot.kind, status, slot.reason, slot.options.tmp_dir)
             continue
         try:
-            item = watch_slot(slot, options, psutil, candidates)
+            item = watch_slot(slot, psutil, candidates)
             item.read()
         except (LookupError, OSError) as exc:
-            entries[slot.name] = new_entry(slot.name, slot.kind, "error", str(exc), own.tmp_dir)
+            entries[slot.name] = new_entry(slot.name, slot.kind, "error", str(exc), slot.options.tmp_dir)
             continue
         watched.append(item)
     return watched, entries
@@ -451,7 +449,7 @@ class PressureReclaim:
         """The target's entry in the result, measured on first use (``report``: None when it cannot be)."""
         slot = item.slot
         if slot.name not in self.entries:
-            own = self.usage if slot.kind == "host" else self.usage.for_container()
+            own = slot.options
             entry = new_entry(slot.name, slot.kind, "cleaned", None, own.tmp_dir)
             entry["reason"] = printable("under pressure: %s" % "; ".join(
                 "%s %s" % (r.path, why) for r, why in over_marks(item.readings, self.options, low=True)))
@@ -471,10 +469,9 @@ class PressureReclaim:
 
     def _untouched(self, item: Watched) -> dict:
         """The entry of a target no tier had to touch: below the low mark."""
-        own = self.usage if item.slot.kind == "host" else self.usage.for_container()
         shown = "; ".join(r.describe() for r in item.readings) or "no watched filesystem"
         return new_entry(item.name, item.slot.kind, "skipped_below_threshold", "%s: below pressure_low_percent %g%%"
-                         % (shown, self.options.pressure_low_percent), own.tmp_dir)
+                         % (shown, self.options.pressure_low_percent), item.slot.options.tmp_dir)
 
     def _tier(self, tier: Tier, pressed: list) -> dict:
         """Run one tier on the pressed targets (or once for the node); what it freed and why it ran."""

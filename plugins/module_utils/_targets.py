@@ -60,6 +60,9 @@ class Slot:
     name: str
     kind: str
     target: Optional[Target]
+    options: Any = None
+    """What the target is measured and cleaned with, decided once at listing: the run's options for the host, their
+    ``for_container()`` for a container (its own tmp dir, ``container_tmp_dir``, and its own Ray)."""
     container: Any = None
     environ: Optional[dict] = None
     status: Optional[str] = None
@@ -93,14 +96,15 @@ def node_targets(options, docker, host: bool = True) -> NodeTargets:
     """List the targets of ``options`` (containers, container_name_filter, docker_host); containers are not entered."""
     found = NodeTargets(containers_wanted=containers_wanted(options.containers, options.docker_host))
     if host:
-        found.slots.append(Slot("host", "host", host_target()))
+        found.slots.append(Slot("host", "host", host_target(), options))
     if found.containers_wanted:
         try:
             containers = ray_worker_containers(options, docker)
         except DockerUnavailable as exc:
             found.containers_error = str(exc)
             containers = []
-        found.slots += [Slot(container.name, "container", None, container=container) for container in containers]
+        inner = options.for_container()
+        found.slots += [Slot(container.name, "container", None, inner, container=container) for container in containers]
     return found
 
 

@@ -111,7 +111,7 @@ class Guard:
                     problems.append("%s: %s" % (slot.name, slot.reason))
                 continue
             try:
-                self.watched.append(watch_slot(slot, self.usage, self.psutil, candidates))
+                self.watched.append(watch_slot(slot, self.psutil, candidates))
             except (LookupError, OSError) as exc:
                 problems.append("%s: %s" % (slot.name, exc))
         self.listing_problems = problems
