@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import display_path
-from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of
+from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of, open_regular, read_head
 from ansible_collections.rayops.disk.plugins.module_utils._locks import LockError, flock_within, open_lock_file
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
@@ -305,13 +304,11 @@ _MAX_READ = 1 << 16
 def _read_within(dir_fd: int, name: str) -> str:
     """The text of ``name`` in the directory (not through a symlink), "" when there is none."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:  # none yet (or a symlink, or unreadable: written afresh)
+        fd = open_regular(name, dir_fd=dir_fd)
+    except OSError:  # none yet (or a symlink, a fifo, unreadable: written afresh)
         return ""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, _MAX_READ).decode("utf-8", "replace")
+        return read_head(fd, _MAX_READ).decode("utf-8", "replace")
     finally:
         os.close(fd)
 
