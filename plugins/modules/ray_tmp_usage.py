@@ -228,6 +228,21 @@ deleted_open:
   type: dict
   sample: {"bytes": 15837691904, "files": 1, "processes": [{"pid": 4242, "process": "raylet", "bytes": 15837691904,
            "files": 1, "paths": ["/tmp/ray/session_2026-11-22_10-00-00_000002_22/logs/raylet.out"]}]}
+holders:
+  description:
+    - Who and what holds the measured dirs, from the same walk - each entry directly in O(tmp_dir) or a Ray temp root
+      (a session counted whole) with its C(owner) (user name, else C(uid N)), C(uid), C(bytes) and C(inodes) (its
+      files and directories).
+    - C(paths) the 5 largest by bytes, C(by_inodes) the 5 with the most inodes; C(owners) the 5 owners holding the
+      most bytes, C(owners_by_inodes) the most inodes, each with C(bytes), C(inodes) and C(entries). Each container's
+      entry has its own.
+  returned: always
+  type: dict
+  sample: {"paths": [{"path": "/tmp/alice-data", "owner": "alice", "uid": 1001, "bytes": 15837691904, "inodes": 1}],
+           "by_inodes": [{"path": "/tmp/ray/session_2026-11-22_10-00-00_000002_22", "owner": "root", "uid": 0,
+                          "bytes": 1048576, "inodes": 201402}],
+           "owners": [{"owner": "alice", "uid": 1001, "bytes": 15837691904, "inodes": 1, "entries": 1}],
+           "owners_by_inodes": [{"owner": "root", "uid": 0, "bytes": 1048576, "inodes": 201402, "entries": 1}]}
 filesystems:
   description: Each distinct filesystem measured (O(tmp_dir), Ray temp roots, uv cache), shaped like RV(filesystem).
   returned: always

@@ -304,6 +304,12 @@ pressure:
       true and after is before less what would be freed), C(tiers) in the order they ran (C(tier), C(reason),
       C(targets), C(freed_bytes), C(removed), C(skipped)), C(relieved) (every filesystem below the low mark),
       C(still_above_low) and C(seconds). Else null.
+    - The litter tiers take only entries owned by root or a user of O(ray_users); anyone else's go only by the idle
+      cleanup's rules and are otherwise kept as C(other_user). C(docker_prune) runs only when Docker's data root is on
+      a pressed filesystem of the host.
+    - When not relieved, C(held) names per pressed target what is left (C(target), C(paths), C(by_inodes), C(owners),
+      C(owners_by_inodes), as RV(rayops.disk.ray_tmp_usage#module:holders)) and C(held_text) says it in one line;
+      C(unreadable) lists watched dirs that could not be read safely (C(target), C(path), C(reason)).
     - Each removal group in RV(targets[].groups) names its C(tier).
   returned: always
   type: dict
