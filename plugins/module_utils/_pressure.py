@@ -388,7 +388,8 @@ class PressureReclaim:
             if not pressed:
                 break
             tiers.append(self._tier(tier, pressed))
-            pressed = self._pressed(pressed)
+            if tiers[-1]["freed_bytes"] or tiers[-1]["removed"]:  # a tier that took nothing changed nothing to read
+                pressed = self._pressed(pressed)
         for item in watched:
             if item.name not in self.entries:
                 self.entries[item.name] = self._untouched(item)
