@@ -2,7 +2,8 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A worker container's own pressure stays in that container (issue 18, finding 3), on real Docker.
+"""A worker container's own pressure stays in that container (issue 18, finding 3), within the guard's mandate, on
+real Docker.
 
 The container has a small tmpfs of its own at ``/tmp``, a process that passes every trust check a container's
 root can satisfy (root inside, a program at Ray's path) naming ``/tmp/ray`` as its Ray root, and fills it.  Before,
@@ -43,7 +44,12 @@ def full_worker(docker_client):
             mkdir -p /opt/ray/core/src/ray/raylet /tmp/ray/{live}/logs /tmp/ray_tmp_1
             cp /usr/bin/python3.11 /opt/ray/core/src/ray/raylet/raylet
             head -c 1048576 /dev/zero > /tmp/ray_tmp_1/pkg.zip
-            find /tmp/ray_tmp_1 -exec touch -d @{old} {{}} +
+            mkdir -p /tmp/ray_tmp_u1000 /tmp/tmpjob_u2000
+            head -c 262144 /dev/zero > /tmp/ray_tmp_u1000/pkg.zip
+            head -c 262144 /dev/zero > /tmp/tmpjob_u2000/data
+            chown -R 1000:1000 /tmp/ray_tmp_u1000
+            chown -R 2000:2000 /tmp/tmpjob_u2000
+            find /tmp/ray_tmp_1 /tmp/ray_tmp_u1000 /tmp/tmpjob_u2000 -exec touch -d @{old} {{}} +
             head -c 64m /dev/zero > /tmp/data 2>/dev/null || true
         """.format(live=LIVE, old=OLD))
         container.exec_run(["/opt/ray/core/src/ray/raylet/raylet", "-c", "import time; time.sleep(600)",
@@ -80,11 +86,16 @@ def test_a_containers_full_tmpfs_never_prunes_the_node_and_is_reclaimed_in_the_c
     assert tiers["docker_prune"]["skipped"] == ("no filesystem of the host itself is pressed (a container's pressure "
                                                 "never prunes the node)")
     assert tiers["litter_idle"]["targets"] == [full_worker.name] and tiers["litter_idle"]["freed_bytes"] >= 1 << 20
-    # for real, without docker_prune (a test never prunes this machine's Docker): the container's own litter goes
-    code, result = reclaim(capsys, tmp_path, docker_prune=False, **settings)
-    assert "/tmp/ray_tmp_1" in result["targets"][1]["removed_paths"], result["targets"]
-    assert sh(full_worker, "ls /tmp").split() == ["data", "ray"]
+    # for real, without docker_prune (a test never prunes this machine's Docker): the container's own litter goes,
+    # within the same mandate as on the host - root's and ray_users' (uid 1000: the Ray user of rayproject images)
+    code, result = reclaim(capsys, tmp_path, docker_prune=False, ray_users=["1000"], **settings)
+    worker = result["targets"][1]
+    assert {"/tmp/ray_tmp_1", "/tmp/ray_tmp_u1000"} <= set(worker["removed_paths"]), result["targets"]
+    assert sh(full_worker, "ls /tmp").split() == ["data", "ray", "tmpjob_u2000"]  # uid 2000: not the worker's Ray
+    assert worker["kept_by_reason"] == {"other_user": 1}
     assert result["targets"][0]["name"] == "host" and result["targets"][0]["status"] == "skipped_below_threshold"
+    held = result["pressure"]["held"][0]
+    assert held["target"] == full_worker.name and held["paths"][0]["path"] == "/tmp/data"
 
 
 def test_docker_prune_runs_when_dockers_data_root_is_on_the_pressed_host_filesystem(capsys, tmp_path, docker_client):
