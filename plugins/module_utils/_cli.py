@@ -651,8 +651,8 @@ def cmd_cleanup(run: Run) -> tuple:
     if result.get("pressure") and not result["pressure"]["relieved"]:
         relieved = False
         held = result["pressure"]["held_text"]
-        run.problem("pressure not relieved: %s%s" % ("; ".join(result["pressure"]["still_above_low"]),
-                                                      "; held by %s" % held if held else ""))
+        still = "; ".join(result["pressure"]["still_above_low"])
+        run.problem("pressure not relieved: %s%s" % (still, "; held by %s" % held if held else ""))
     code = max(EXIT_OK if cleanup_succeeded(result) and relieved else EXIT_PROBLEM,
                run.write_metrics(CLEANUP_FILE, cleanup_text(result, duration)))
     if result["status"] == "done" and metrics_enabled(run.config, run.args):

@@ -127,9 +127,8 @@ def after_cleanup(report: dict, entry: dict, target: Target, thresholds: dict) -
         if category:
             _take(found["categories"][category], group["freed_bytes"], group["removed"])
     found["sessions"] = _gone_sessions(found, target)
-    fresh = {fs["path"]: fs for _path, _dev, fs in filesystems_under(target.tree, [fs["path"] for fs in
-                                                                                  report["filesystems"]],
-                                                                     skipped=(OSError,))}
+    paths = [fs["path"] for fs in report["filesystems"]]
+    fresh = {fs["path"]: fs for _path, _dev, fs in filesystems_under(target.tree, paths, skipped=(OSError,))}
     found["filesystems"] = [dict(fresh.get(fs["path"], fs)) for fs in report["filesystems"]]
     for fs in found["filesystems"]:
         fs["level"] = level_for(fs["used_percent"], thresholds)

@@ -10,8 +10,8 @@ above ``pressure_high_percent`` (or ``pressure_inodes_high_percent`` of its inod
 (``_node.Cleanup`` with ``pressure``), under the cleanup lock that cron's ``cleanup`` takes too, without waiting
 for it: a held lock is said and tried again at the next look.  After a reclaim that could not bring the disk below
 the low mark, the next one waits ``RETRY_SECONDS``, doubled after each further one that could not help (a job
-writing faster than anything may go, or a user's file the guard may not take, is not walked every five seconds).  Targets and their Ray temp roots are listed again every ``REFRESH_SECONDS`` and whenever a
-target cannot be read.
+writing faster than anything may go, or a user's file the guard may not take, is not walked every five seconds).
+Targets and their Ray temp roots are listed again every ``REFRESH_SECONDS`` and whenever a target cannot be read.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
 """

@@ -772,6 +772,7 @@ def test_a_logged_message_is_one_line_and_only_a_traceback_keeps_its_line_breaks
     assert "\n" not in text and LOG_LINE.match(text)
     assert text.endswith("pressure: reclaim /tmp/a\\nFORGED 2026 ray-maintenance[1] INFO cleanup target host: "
                          "nothing\\r\\x1b[2K")
+    failed = None
     try:
         raise ValueError("no such session %s" % forged)
     except ValueError:

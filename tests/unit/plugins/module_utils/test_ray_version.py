@@ -68,6 +68,8 @@ def opens_of(paths):
                     opened.append(watches[wd])
     finally:
         os.close(fd)
+
+
 RAY_BACKUPS = {  # Ray's own rotated copies, as each version names them (seen on 2.40, 2.53, 2.60)
     "2.40.0": ["python-core-worker-7a21_30378.1.log", "python-core-driver-0100_3545.2.log", "dashboard.log.1",
                "monitor.log.3", "log_monitor.log.1"],

@@ -89,4 +89,3 @@ def test_a_cleanup_with_metrics_lists_each_directory_at_most_twice(capsys, ray_n
         assert series(after, name, **labels) == series(fresh, name, **labels), (name, labels)
     assert series(after, "rayops_ray_sessions", **dict(host, state="stale")) == 0
     assert series(fresh, "rayops_ray_tmp_bytes", **host) == report["tmp_bytes"]
-

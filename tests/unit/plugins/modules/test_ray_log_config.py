@@ -313,7 +313,7 @@ def test_a_new_file_gets_a_symbolic_mode(run_module, tmp_path):
 
 @pytest.mark.parametrize("check_mode", [True, False])
 def test_a_symlinked_directory_anywhere_on_a_relative_path_is_refused(run_module, tmp_path, secret, monkeypatch,
-                                                                     check_mode):
+                                                                      check_mode):
     """The directory is walked from the working directory too, one component at a time; no link is followed."""
     (tmp_path / "real" / "deeper").mkdir(parents=True)
     (tmp_path / "real" / "deeper" / ".env").write_text(USERS_ENV)
