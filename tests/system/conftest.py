@@ -99,6 +99,30 @@ def only_loopback(peers_before):
     assert not new, "connections to non-loopback addresses: %s" % sorted(new)
 
 
+def sh(container, script):
+    """Run a shell script in a container (as its root); its output, or a failed assertion with it."""
+    code, out = container.exec_run(["sh", "-ec", script])
+    assert code == 0, out.decode()
+    return out.decode()
+
+
+FAKE_RAYLET = "/opt/ray/core/src/ray/raylet/raylet"
+"""Where a container's Ray-looking raylet runs from: Python copied to Ray's path (``cp /usr/bin/python3.11 ...``)."""
+
+
+def start_raylet(container, *args):
+    """A Ray-looking raylet in the container (Python at Ray's path, run by its root: every trust check a container's
+    root can satisfy), with ``args`` on its command line; waits until it runs and returns its host pid's container
+    init pid (Docker's ``State.Pid``)."""
+    container.exec_run([FAKE_RAYLET, "-c", "import time; time.sleep(600)"] + list(args), detach=True)
+    deadline = time.time() + 20
+    while "raylet" not in sh(container, "cat /proc/[0-9]*/comm"):
+        assert time.time() < deadline, "the container's raylet did not start"
+        time.sleep(0.2)
+    container.reload()
+    return container.attrs["State"]["Pid"]
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """The local Docker engine (started by scripts/setup.sh)."""

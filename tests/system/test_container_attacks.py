@@ -29,7 +29,7 @@ import uuid
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils._containers import container_target
-from ansible_collections.rayops.disk.tests.system.conftest import ansible_module
+from ansible_collections.rayops.disk.tests.system.conftest import ansible_module, sh, start_raylet
 from ansible_collections.rayops.disk.tests.system.test_node_cli import install, run, write_config
 from ansible_collections.rayops.disk.tests.unit.conftest import tree_digest, write
 from ansible_collections.rayops.disk.tests.unit.plugins.module_utils.test_ray_version import opens_of
@@ -38,12 +38,6 @@ IMAGE = "rayops-test/debian-python:bookworm-2"
 STALE = "session_2020-01-01_00-00-00_000001_1"
 LIVE = "session_2099-01-01_00-00-00_000001_2"
 OLD = time.time() - 6 * 3600
-
-
-def sh(container, script):
-    code, out = container.exec_run(["sh", "-ec", script])
-    assert code == 0, out.decode()
-    return out.decode()
 
 
 @pytest.fixture
@@ -77,12 +71,7 @@ def attacker(docker_client, host_ray):
             head -c 65536 /dev/zero > {base}/ray/{stale}/decoy.bin
             find {base} -exec touch -d @{old} {{}} +
         """.format(base=host_ray, stale=STALE, live=LIVE, old=int(OLD)))
-        container.exec_run(["/opt/ray/core/src/ray/raylet/raylet", "-c", "import time; time.sleep(600)",
-                            "--temp_dir=/tmp/y/ray", "--session_dir=/x/ray/%s" % LIVE], detach=True)
-        deadline = time.time() + 20
-        while "raylet" not in sh(container, "cat /proc/[0-9]*/comm"):
-            assert time.time() < deadline, "the container's raylet did not start"
-            time.sleep(0.2)
+        start_raylet(container, "--temp_dir=/tmp/y/ray", "--session_dir=/x/ray/%s" % LIVE)
         yield container
     finally:
         container.remove(force=True)
@@ -139,18 +128,6 @@ NODE = uuid.uuid4().hex + uuid.uuid4().hex[:24]  # a spill dir's node that no ra
 PLANTED = {"/opt/ray/_version.py": "mknod {path} c 1 5", "/opt/ray-2.53.0.dist-info/METADATA": "mkfifo {path}",
            "/tmp/rayt/%s/logs/debug_state.txt" % LIVE: "mkfifo {path}",
            "/tmp/rayt/%s/logs/debug_state.txt" % STALE: "mknod {path} c 1 5"}
-
-
-def start_raylet(container, *args):
-    """A Ray-looking raylet in the container (Python at Ray's path, run by its root), running ``args``."""
-    container.exec_run(["/opt/ray/core/src/ray/raylet/raylet", "-c", "import time; time.sleep(600)"] + list(args),
-                       detach=True)
-    deadline = time.time() + 20
-    while "raylet" not in sh(container, "cat /proc/[0-9]*/comm"):
-        assert time.time() < deadline, "the container's raylet did not start"
-        time.sleep(0.2)
-    container.reload()
-    return container.attrs["State"]["Pid"]
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ import uuid
 
 import pytest
 
+from ansible_collections.rayops.disk.tests.system.conftest import sh, start_raylet
+
 IMAGE = "rayops-test/debian-python:bookworm-2"
 LIVE = "session_2099-01-01_00-00-00_000001_2"
 OLD = int(time.time() - 3 * 3600)
@@ -71,12 +73,6 @@ except OSError as exc:
 """
 
 
-def sh(container, script):
-    code, out = container.exec_run(["sh", "-ec", script])
-    assert code == 0, out.decode()
-    return out.decode()
-
-
 def mounts_under(path):
     """Mount points of this (the host's) namespace at or below ``path``."""
     with open("/proc/self/mountinfo") as handle:
@@ -97,12 +93,7 @@ def full_worker(docker_client):
             find /tmp/ray_tmp_1 -exec touch -d @{old} {{}} +
             head -c 64m /dev/zero > /tmp/data 2>/dev/null || true
         """.format(live=LIVE, old=OLD))
-        container.exec_run(["/opt/ray/core/src/ray/raylet/raylet", "-c", "import time; time.sleep(600)",
-                            "--temp_dir=/tmp/ray", "--session_dir=/tmp/ray/%s" % LIVE], detach=True)
-        deadline = time.time() + 20
-        while "raylet" not in sh(container, "cat /proc/[0-9]*/comm"):
-            assert time.time() < deadline, "the container's raylet did not start"
-            time.sleep(0.2)
+        start_raylet(container, "--temp_dir=/tmp/ray", "--session_dir=/tmp/ray/%s" % LIVE)
         assert int(sh(container, "df --output=pcent /tmp | tail -1").strip(" %\n")) >= 90
         yield container
     finally:
