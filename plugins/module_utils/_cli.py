@@ -5,7 +5,7 @@
 """``ray-maintenance``, the node CLI: monitor, check and clean a Ray node from cron (see docs/node-cli.md).
 
 ``main(argv)`` runs one command and returns its exit code.  It reads a JSON
-config, runs the same code as the modules (``collect_usage``, ``Cleanup``),
+config, runs the same code as the modules (``collect_usage``, ``node_run``),
 writes node_exporter textfile metrics (``_metrics``) and logs one line per run.
 
 Private to the rayops.disk collection: not a public API.  No Ansible imports.
@@ -41,7 +41,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     usage_text,
     write_textfile,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup, collect_usage
+from ansible_collections.rayops.disk.plugins.module_utils._node import collect_usage, node_run
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._options import (
     CleanupOptions,
@@ -625,7 +625,7 @@ def cmd_cleanup(run: Run) -> tuple:
     started = time.monotonic()
     try:
         options = dataclasses.replace(cleanup_options(run.config), pressure=run.args.pressure)
-        cleanup = Cleanup(options, psutil, docker, check_mode=dry_run, usage=usage_options(run.config))
+        cleanup = node_run(options, psutil, docker, check_mode=dry_run, usage=usage_options(run.config))
         result = cleanup.run()
     except UsageError:
         raise

@@ -2,11 +2,12 @@
 # Copyright: rayops.disk contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The two runs over one node, the host and its Ray worker containers: a usage report and a cleanup.
+"""The runs over one node, the host and its Ray worker containers: a usage report, the idle cleanup, the reclaim.
 
 ``collect_usage`` (``ray_tmp_usage``, ``ray-maintenance monitor`` and ``check``) measures every target and says
-what a cleanup would free there now, with cleanup's own rules (``_cleanup.freeable``).  ``Cleanup``
-(``ray_worker_cleanup``, ``ray-maintenance cleanup``) takes the cleanup lock and cleans every target.  Both list
+what a cleanup would free there now, with cleanup's own rules (``_cleanup.freeable``).  ``Cleanup`` (the idle
+cleanup of ``ray_worker_cleanup`` and ``ray-maintenance cleanup``) and ``PressureCleanup`` (their ``pressure``, and
+each reclaim of the guard) are ``NodeRun``s: under the cleanup lock, with one outcome; ``node_run`` picks one.  All list
 their targets with ``_targets.node_targets`` and enter each container right before measuring it
 (``_targets.enter``), so Docker unreachable, a stopped container and activity sampling are handled once, and both
 return the used % of the disk and one outcome a fleet table prints as is.
@@ -175,28 +176,24 @@ def disk_figures(path: str) -> Optional[dict]:
         return None
 
 
-class Cleanup:
-    """One run over the host and its Ray worker containers, under the cleanup lock."""
+class NodeRun:
+    """A run over the host and its Ray worker containers under the cleanup lock: the idle ``Cleanup`` or the
+    ``PressureCleanup``, each its own ``_run``; validation, the lock, the audit log, the outcome and the disk's used %
+    are this class's."""
 
     def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
-                 watched: Optional[list] = None, usage: Optional[UsageOptions] = None) -> None:
+                 usage: Optional[UsageOptions] = None) -> None:
         self.options = options
         self.psutil = psutil
         self.docker = docker
         self.check_mode = check_mode
         self.now = time.time()
-        self.watched = watched
-        """With ``pressure``: the targets as the guard just read them (``_pressure.Watched``), reclaimed without
-        listing or reading them again; None lists and reads them now."""
         self.usage = usage
         """The options targets are measured with (the CLI's: its uv cache and scan workers, so the usage metrics it
         writes from this run match a ``monitor``'s); default ``options.usage_options()``."""
-        self.measured: list = []
-        """The idle cleanup's ``(slot, report, entry)`` per target it measured: what ``usage_after`` is made of."""
-        self.containers_error: Optional[str] = None
 
     def run(self) -> dict:
-        """Validate, take the lock, clean every target, prune Docker; the result, with its outcome and disk."""
+        """Validate, take the lock, run; the result, with its outcome and disk."""
         self.options.validate()
         disk_path = self.options.disk or self.options.tmp_dir
         before = disk_figures(disk_path)
@@ -208,7 +205,7 @@ class Cleanup:
             try:
                 audit = AuditLog(None if self.check_mode else self.options.audit_log)
                 try:
-                    result = self._run(audit)
+                    result = self._run(self._cleaner(audit))
                 finally:
                     audit.close()
             finally:
@@ -217,21 +214,70 @@ class Cleanup:
         result["disk"] = self._disk(disk_path, before, result["freed_bytes"])
         return result
 
-    def _run(self, audit: AuditLog) -> dict:
+    def _cleaner(self, audit: AuditLog) -> TargetCleaner:
         usage = self.options.usage_options() if self.usage is None else self.usage
         if self.usage is not None and usage.uv_cache_dir is None:
             usage = dataclasses.replace(usage, uv_cache_dir=default_uv_cache_dir())
-        cleaner = TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
-        if self.options.pressure:  # the pressure reclaim samples activity only if it comes to its litter tiers
-            reclaim = PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner)
-            if self.watched is not None:
-                return reclaim.run(self.watched)
-            node = node_targets(usage, self.docker, host=self.options.host)
-            watched, entries = watch_node(node.slots, self.psutil)
-            return reclaim.run(watched, entries, node.containers_error)
-        node = node_targets(usage, self.docker, host=self.options.host)
+        return TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
+
+    def _run(self, cleaner: TargetCleaner) -> dict:
+        raise NotImplementedError
+
+    def usage_after(self, thresholds: dict) -> Optional[dict]:
+        """The node's usage report after this run from its own walks, or None: then a report must measure it."""
+        return None
+
+    def _disk(self, path: str, before: Optional[dict], freed: int) -> dict:
+        """Used % of the disk before and after; in a dry run "after" is before minus what would be freed."""
+        found = {"path": path, "used_percent_before": None, "used_percent_after": None, "projected": self.check_mode}
+        if before is None:
+            return found
+        found["used_percent_before"] = before["used_percent"]
+        if self.check_mode:
+            usable = before["used_bytes"] + before["free_bytes"]
+            used = max(0, before["used_bytes"] - freed)
+            found["used_percent_after"] = round(100.0 * used / usable, 1) if usable else 0.0
+        else:
+            after = disk_figures(path)
+            found["used_percent_after"] = after["used_percent"] if after else None
+        return found
+
+
+class PressureCleanup(NodeRun):
+    """The pressure reclaim once, now (``_pressure.PressureReclaim``): ``cleanup --pressure``, ``pressure: true`` and
+    each reclaim of the guard, which hands it the targets as it just read them (``watched``)."""
+
+    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
+                 usage: Optional[UsageOptions] = None, watched: Optional[list] = None) -> None:
+        super().__init__(options, psutil, docker, check_mode, usage)
+        self.watched = watched
+        """The targets as the guard just read them (``_pressure.Watched``), reclaimed without listing or reading them
+        again; None lists and reads them now."""
+
+    def _run(self, cleaner: TargetCleaner) -> dict:
+        reclaim = PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner)
+        if self.watched is not None:
+            return reclaim.run(self.watched)
+        node = node_targets(cleaner.options, self.docker, host=self.options.host)
+        watched, entries = watch_node(node.slots, self.psutil)
+        return reclaim.run(watched, entries, node.containers_error)
+
+
+class Cleanup(NodeRun):
+    """The idle cleanup: every target measured, its activity sampled, cleaned by cleanup's rules (``TargetCleaner``),
+    then Docker pruned when asked."""
+
+    def __init__(self, options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
+                 usage: Optional[UsageOptions] = None) -> None:
+        super().__init__(options, psutil, docker, check_mode, usage)
+        self.measured: list = []
+        """``(slot, report, entry)`` per target it measured: what ``usage_after`` is made of."""
+        self.containers_error: Optional[str] = None
+
+    def _run(self, cleaner: TargetCleaner) -> dict:
+        node = node_targets(cleaner.options, self.docker, host=self.options.host)
         self.containers_error = node.containers_error
-        sample_activity(node.slots, usage, self.psutil)
+        sample_activity(node.slots, cleaner.options, self.psutil)
         targets = [self._target(slot, cleaner) for slot in node.slots]
         prune = None
         if self.options.docker_prune and not node.containers_error:
@@ -280,21 +326,6 @@ class Cleanup:
         found["containers_error"] = self.containers_error
         return found
 
-    def _disk(self, path: str, before: Optional[dict], freed: int) -> dict:
-        """Used % of the disk before and after; in a dry run "after" is before minus what would be freed."""
-        found = {"path": path, "used_percent_before": None, "used_percent_after": None, "projected": self.check_mode}
-        if before is None:
-            return found
-        found["used_percent_before"] = before["used_percent"]
-        if self.check_mode:
-            usable = before["used_bytes"] + before["free_bytes"]
-            used = max(0, before["used_bytes"] - freed)
-            found["used_percent_after"] = round(100.0 * used / usable, 1) if usable else 0.0
-        else:
-            after = disk_figures(path)
-            found["used_percent_after"] = after["used_percent"] if after else None
-        return found
-
 
 def outcome(result: dict, check_mode: bool) -> tuple:
     """``(status, reason)`` of a whole cleanup: its worst target's, an unreachable Docker, or a held lock."""
@@ -316,3 +347,10 @@ def outcome(result: dict, check_mode: bool) -> tuple:
                 kept[why] = kept.get(why, 0) + count
         return status, kept_text(kept) or None
     return status, ("%s: %s" % (worst["name"], worst["reason"])) if worst["reason"] else None
+
+
+def node_run(options: CleanupOptions, psutil, docker=None, check_mode: bool = False,
+             usage: Optional[UsageOptions] = None) -> NodeRun:
+    """The run ``options`` ask for: the pressure reclaim with ``pressure``, else the idle cleanup."""
+    kind = PressureCleanup if options.pressure else Cleanup
+    return kind(options, psutil, docker, check_mode, usage)

@@ -356,7 +356,7 @@ def held_text(held: list) -> str:
 
 
 class PressureReclaim:
-    """One pressure reclaim over the watched targets of a node (the cleanup lock is the caller's, ``_node.Cleanup``)."""
+    """One pressure reclaim over the watched targets of a node (the cleanup lock is the caller's, ``_node.PressureCleanup``)."""
 
     def __init__(self, options: CleanupOptions, psutil, docker, dry_run: bool, cleaner: TargetCleaner) -> None:
         self.options = options

@@ -7,7 +7,7 @@
 Every ``watch_interval_seconds`` the guard reads the watched filesystems of the host and of each running Ray
 worker container (``_pressure.read_filesystems``: ``statvfs``, bytes and inodes, no tree walk).  When one is at or
 above ``pressure_high_percent`` (or ``pressure_inodes_high_percent`` of its inodes), it runs the pressure reclaim
-(``_node.Cleanup`` with ``pressure``), under the cleanup lock that cron's ``cleanup`` takes too, without waiting
+(``_node.PressureCleanup``), under the cleanup lock that cron's ``cleanup`` takes too, without waiting
 for it: a held lock is said and tried again at the next look.  After a reclaim that could not bring the disk below
 the low mark, the next one waits ``RETRY_SECONDS``, doubled after each further one that could not help (a job
 writing faster than anything may go, or a user's file the guard may not take, is not walked every five seconds).
@@ -23,7 +23,7 @@ import time
 from typing import Callable, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import printable
-from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup
+from ansible_collections.rayops.disk.plugins.module_utils._node import PressureCleanup
 from ansible_collections.rayops.disk.plugins.module_utils._options import CleanupOptions
 from ansible_collections.rayops.disk.plugins.module_utils._pressure import TIERS, over_marks, watch_slot
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import ray_candidates
@@ -162,7 +162,7 @@ class Guard:
         """The pressure reclaim now, under the cleanup lock (not waited for), on the targets as this look read them;
         ``failed`` in the result if it raised."""
         try:
-            return Cleanup(self.options, self.psutil, self.docker, watched=self.looked).run()
+            return PressureCleanup(self.options, self.psutil, self.docker, watched=self.looked).run()
         except Exception as exc:  # a lock or audit file that cannot be opened: said, and the guard goes on
             return {"failed": True, "msg": "pressure reclaim failed: %s" % exc, "freed_bytes": 0, "pressure": None,
                     "status": "failed", "reason": str(exc)}

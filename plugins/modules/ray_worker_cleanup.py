@@ -322,7 +322,7 @@ pressure:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
-from ansible_collections.rayops.disk.plugins.module_utils._node import Cleanup
+from ansible_collections.rayops.disk.plugins.module_utils._node import node_run
 from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._options import (
     CleanupOptions,
@@ -356,7 +356,7 @@ def main():
 
     params = option_values(module.params)
     try:
-        result = Cleanup(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
+        result = node_run(CleanupOptions(**params), psutil, docker, check_mode=module.check_mode).run()
     except UsageError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:  # the lock or the audit log cannot be opened (a non-root run and the default lock_file)
