@@ -19,12 +19,16 @@ way Ray 2.40, 2.53 and 2.60 write them (docs/ray-versions.md):
 - ``other``: anything else (a task's own subprocess, a program in a container).
 
 A target is busy when a ``work`` process is seen at the start or the end of
-the sample window, or when the CPU of its ``work`` and ``other`` processes
-reaches ``cpu_idle_percent`` (percent of one core).  Idle workers, idle
-actors and system processes use CPU too (1–2 % each): that CPU is reported
-but never makes a node busy.  ``busy_titles`` and ``idle_titles`` (globs) let
-a user say what the defaults cannot know, e.g. that a Serve replica is busy
-while it lives.
+the sample window or at one of ``PEEKS`` looks at the workers' titles within
+it, or when the CPU that counts reaches ``cpu_idle_percent`` (percent of one
+core): that of its ``work`` and ``other`` processes, and what a ``ray::IDLE``
+worker used beyond what an idle worker uses (``IDLE_WORKER_CPU_PERCENT`` and
+one clock tick): a worker titled ``ray::IDLE`` at every look that used more
+ran short tasks between them (issue 18).  Otherwise idle workers, idle actors
+and system processes use CPU too (0–2 % each): that CPU is reported but never
+makes a node busy.  ``busy_titles`` and ``idle_titles`` (globs) let a user
+say what the defaults cannot know, e.g. that a Serve replica is busy while it
+lives.
 
 On the host the processes are Ray's own and their descendants, of root and
 the Ray users only: any local user can title a process ``ray::train``.  In a
@@ -40,11 +44,11 @@ import concurrent.futures
 import fnmatch
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._fs import open_regular, read_head
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import (
     Target,
     mount_namespace,
@@ -60,6 +64,17 @@ COUNTED = ("work", "other")
 """The roles whose CPU can make a target busy."""
 
 IDLE_PREFIX = "ray::IDLE"
+IDLE_WORKER_TITLE = "ray::IDLE"
+"""A worker that runs tasks (not a spill or restore worker) waiting for one."""
+IDLE_WORKER_CPU_PERCENT = 3.0
+"""What a ``ray::IDLE`` worker uses, at most, in percent of one core: 0–2 % per 1 s window on 2.40, 2.53 and
+2.60 (docs/ray-versions.md).  Its CPU beyond this and one clock tick counts: it ran tasks between the looks."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+"""The kernel counts a process's CPU time in these ticks per second (``/proc/<pid>/stat``)."""
+PEEKS = 3
+"""Looks at the titles of the workers idle at the start, evenly spaced within the window (its ends aside)."""
+WATCHED = ("idle_worker", "idle_actor")
+"""The roles of the processes whose titles are looked at within the window."""
 RAY_IO_PREFIXES = ("ray::SPILL_", "ray::RESTORE_", "ray::DELETE_")
 """Ray's own workers that spill, restore or delete objects."""
 RAY_AGENT_TITLES = frozenset(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
@@ -89,19 +104,14 @@ def _log_head(link: str, owners: frozenset) -> Optional[bytes]:
     """The first 64 KiB of the regular file a ``/proc/<pid>/fd/<n>`` link holds, if one of ``owners`` owns it.
 
     The file is the one the process has open (its name may have been swapped since: Ray's log dirs are
-    0777); never a device or fifo.
+    0777); never a device or fifo: ``open_regular`` pins it with ``O_PATH`` and checks it before opening.
     """
     try:
-        if not stat.S_ISREG(os.stat(link).st_mode):
-            return None
-        fd = os.open(link, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        fd = open_regular(link, follow=True, owners=owners)
+    except OSError:  # UnsafePath too: not a regular file, or not the worker's
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in owners:
-            return None
-        return os.pread(fd, ACTOR_MARK_WINDOW, 0)
+        return read_head(fd, ACTOR_MARK_WINDOW)
     except OSError:
         return None
     finally:
@@ -203,10 +213,15 @@ class Seen:
     title: str
     user: str
     cpu: float = 0.0
+    between: bool = False
+    """Work seen only at a look within the window, not at its ends (a short task, done by the end)."""
+    born: bool = False
+    """Started within the window: all its CPU is the window's, its start-up too."""
 
 
 class Sample:
-    """CPU per process over a window (``start()``, wait, ``finish()``) and the roles seen at both ends.
+    """CPU per process over a window (``start()``, ``peek()`` a few times, ``finish()``) and the roles seen at both
+    ends and, for the workers and actors idle at the start, at each ``peek``.
 
     ``trusted_uids`` None means every process counts (a container); else only
     processes running as one of them (the host).
@@ -219,6 +234,7 @@ class Sample:
         self.rules = rules
         self.trusted_uids = trusted_uids
         self.seen: dict = {}
+        self.watched: dict = {}
         self.first: dict = {}
         self.last: dict = {}
         self.actors: dict = {}
@@ -228,8 +244,9 @@ class Sample:
         """The psutil processes to look at (see ``HostSample`` and ``ContainerSample``)."""
         raise NotImplementedError
 
-    def _look(self) -> dict:
-        """CPU seconds so far of each process that counts, by ``(pid, create time)``; roles are updated."""
+    def _look(self, watch: bool = False) -> dict:
+        """CPU seconds so far of each process that counts, by ``(pid, create time)``; roles are updated, and with
+        ``watch`` the idle workers and actors are kept for ``peek``."""
         found = {}
         for proc in self._processes():
             try:
@@ -247,10 +264,26 @@ class Sample:
                 continue
             role, title = role_of(name, cmdline, self.rules, lambda k=key, uid=uids[1]: self._is_actor(k, uid))
             before = self.seen.get(key)
-            if before is None or before.role != "work":  # work seen at either end stays work
+            if before is None or before.role != "work" or (before.between and role == "work"):  # work stays work
                 self.seen[key] = Seen(proc.pid, role, title, user_label(uids[1]))
+            if watch and role in WATCHED:
+                self.watched[key] = (proc, name, uids[1])
             found[key] = times.user + times.system
         return found
+
+    def peek(self) -> None:
+        """Look at the titles of the workers and actors idle at the start (one ``/proc`` read each): one running
+        a task or a method now did not idle, even if it is idle again at the end."""
+        for key, (proc, name, uid) in self.watched.items():
+            if self.seen[key].role == "work":
+                continue
+            try:
+                cmdline = proc.cmdline()
+            except Exception:  # psutil.Error: gone
+                continue
+            role, title = role_of(name, cmdline, self.rules, lambda k=key, u=uid: self._is_actor(k, u))
+            if role == "work":
+                self.seen[key] = Seen(key[0], role, title, self.seen[key].user, between=True)
 
     def _is_actor(self, key: tuple, uid: int) -> bool:
         """``is_actor_worker``, read once per process: a worker that runs an actor runs it for life."""
@@ -261,7 +294,8 @@ class Sample:
     def start(self) -> None:
         """Take the first reading."""
         self.began = time.monotonic()
-        self.first = self._look()
+        self.watched = {}
+        self.first = self._look(watch=True)
         self.last = dict(self.first)
 
     def finish(self) -> dict:
@@ -270,7 +304,8 @@ class Sample:
         elapsed = max(time.monotonic() - self.began, 1e-6)
         for key, seconds in self.last.items():  # a process born in the window: all its CPU is the window's
             self.seen[key].cpu = 100.0 * (seconds - self.first.get(key, 0.0)) / elapsed
-        return explain([self.seen[key] for key in self.last])
+            self.seen[key].born = key not in self.first
+        return explain([self.seen[key] for key in self.last], idle_bound(elapsed))
 
 
 class HostSample(Sample):
@@ -315,18 +350,46 @@ def _listed(processes: list) -> list:
             for p in sorted(processes, key=lambda p: (-p.cpu, p.pid))[:MAX_LISTED]]
 
 
-def explain(processes: list) -> dict:
-    """The reading of a target: CPU that counts and CPU that does not, by role, and the work seen."""
+def idle_bound(elapsed: float) -> float:
+    """What an idle ``ray::IDLE`` worker may use over a window of ``elapsed`` seconds, in percent of one core:
+    ``IDLE_WORKER_CPU_PERCENT`` and one clock tick (its CPU time is counted in whole ticks)."""
+    return IDLE_WORKER_CPU_PERCENT + 100.0 / (CLOCK_TICKS * max(elapsed, 1e-6))
+
+
+def _over_idle(workers: list, bound: float) -> dict:
+    """The ``ray::IDLE`` workers that used more than ``bound`` each: how many, their CPU, and the excess (counted)."""
+    over = [p for p in workers if p.title == IDLE_WORKER_TITLE and p.cpu > bound]
+    return {"workers": len(over), "started": sum(p.born for p in over),
+            "cpu_percent": round(sum(p.cpu for p in over), 1),
+            "excess_percent": round(sum(p.cpu - bound for p in over), 1), "bound_percent": round(bound, 1)}
+
+
+def _owners(processes: list) -> dict:
+    owners: dict = {}
+    for proc in processes:
+        owners.setdefault(proc.title, set()).add(proc.user)
+    return owners
+
+
+def explain(processes: list, bound: float = IDLE_WORKER_CPU_PERCENT) -> dict:
+    """The reading of a target: CPU that counts and CPU that does not, by role, and the work seen.
+
+    ``bound``: what one idle ``ray::IDLE`` worker may use (see ``idle_bound``); the excess counts.
+    """
     by_role = {role: [p for p in processes if p.role == role] for role in ROLES}
     counted = by_role["work"] + by_role["other"]
-    owners: dict = {}
-    for proc in by_role["work"]:
-        owners.setdefault(proc.title, set()).add(proc.user)
+    over = _over_idle(by_role["idle_worker"], bound)
+    owners = _owners([p for p in by_role["work"] if not p.between])
+    ran = _owners([p for p in by_role["work"] if p.between and p.title not in owners])
+    owners.update(ran)
     return {
-        "cpu_percent": round(sum(p.cpu for p in counted), 1),
-        "idle_cpu_percent": round(sum(p.cpu for role in ROLES[2:] for p in by_role[role]), 1),
-        "ray_tasks": sorted(owners),
+        "cpu_percent": round(sum(p.cpu for p in counted) + over["excess_percent"], 1),
+        "idle_cpu_percent": round(sum(p.cpu for role in ROLES[2:] for p in by_role[role])
+                                  - over["excess_percent"], 1),
+        "ray_tasks": sorted(set(owners) - set(ran)),
+        "ran_tasks": sorted(ran),
         "owners": {title: sorted(users) for title, users in owners.items()},
+        "over_idle": over,
         "counted": _listed([p for p in counted if p.cpu >= 0.05]),
         "idle_actors": sorted({p.title for p in by_role["idle_actor"]}),
         "idle_workers": len(by_role["idle_worker"]),
@@ -334,16 +397,33 @@ def explain(processes: list) -> dict:
     }
 
 
+def _titles(reading: dict, titles: list) -> str:
+    return ", ".join("%s (as %s)" % (title, ", ".join(reading["owners"][title])) for title in titles[:MAX_LISTED])
+
+
+def _cpu_reason(reading: dict, cpu_idle_percent: float) -> str:
+    """Why the CPU that counts makes the target busy: the busiest processes, and idle workers beyond their bound."""
+    parts = ["%s %.1f%%" % (p["title"], p["cpu_percent"]) for p in reading["counted"][:3]]
+    over = reading["over_idle"]
+    if over["workers"]:
+        started = " (%d of them started in the window)" % over["started"] if over["started"] else ""
+        parts.append("%d worker(s) titled %s at every look used %.1f%%, %.1f%% more than idle workers use "
+                     "(%.1f%% each): they ran tasks between the looks%s" % (
+                         over["workers"], IDLE_WORKER_TITLE, over["cpu_percent"], over["excess_percent"],
+                         over["bound_percent"], started))
+    return "CPU %.1f%% >= %g%% (%s)" % (reading["cpu_percent"], cpu_idle_percent, "; ".join(parts))
+
+
 def verdict(reading: dict, cpu_idle_percent: float) -> dict:
     """``busy``, the reasons for it, and why (``why``: one line for a human), from a reading."""
     reasons = []
     if reading["ray_tasks"]:
-        shown = ["%s (as %s)" % (title, ", ".join(reading["owners"][title]))
-                 for title in reading["ray_tasks"][:MAX_LISTED]]
-        reasons.append("Ray runs user code: %s" % ", ".join(shown))
+        reasons.append("Ray runs user code: %s" % _titles(reading, reading["ray_tasks"]))
+    if reading["ran_tasks"]:
+        reasons.append("Ray ran user code within the window (idle again at its ends): %s" % _titles(
+            reading, reading["ran_tasks"]))
     if reading["cpu_percent"] >= cpu_idle_percent:
-        top = ", ".join("%s %.1f%%" % (p["title"], p["cpu_percent"]) for p in reading["counted"][:3])
-        reasons.append("CPU %.1f%% >= %g%% (%s)" % (reading["cpu_percent"], cpu_idle_percent, top))
+        reasons.append(_cpu_reason(reading, cpu_idle_percent))
     idle = "%d idle worker(s), %d idle actor(s), %d Ray system process(es) use %.1f%% CPU, not counted" % (
         reading["idle_workers"], len(reading["idle_actors"]), reading["system_processes"],
         reading["idle_cpu_percent"])
@@ -351,8 +431,22 @@ def verdict(reading: dict, cpu_idle_percent: float) -> dict:
         reading["cpu_percent"], cpu_idle_percent)
     result = {key: value for key, value in reading.items() if key != "owners"}
     result.update({"busy": bool(reasons), "reasons": reasons, "why": "%s; %s" % (why, idle),
-                   "ray_tasks": reading["ray_tasks"][:MAX_LISTED]})
+                   "ray_tasks": reading["ray_tasks"][:MAX_LISTED], "ran_tasks": reading["ran_tasks"][:MAX_LISTED]})
     return result
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def _wait_peeking(samples: list, seconds: float) -> None:
+    """Wait ``seconds``, looking at the workers' titles of every sample ``PEEKS`` times on the way, evenly spaced."""
+    began = time.monotonic()
+    for step in range(1, PEEKS + 1):
+        _sleep_until(began + seconds * step / (PEEKS + 1))
+        for sample in samples:
+            sample.peek()
+    _sleep_until(began + seconds)
 
 
 def sample_all(samples: dict, sample_seconds: float, cpu_idle_percent: float) -> dict:
@@ -370,7 +464,7 @@ def sample_all(samples: dict, sample_seconds: float, cpu_idle_percent: float) ->
                 future.result()
             except Exception as exc:  # a target that vanishes mid-read
                 results[name] = {"busy": None, "error": "cannot sample activity: %s" % exc}
-        time.sleep(sample_seconds)
+        _wait_peeking([sample for name, sample in samples.items() if name not in results], sample_seconds)
         finished = {name: pool.submit(samples[name].finish) for name in samples if name not in results}
         for name, future in finished.items():
             try:

@@ -10,6 +10,12 @@ it reads idle and ray_worker_cleanup cleans it.  Ray runs with RAY_ROTATION_*
 set, as the role configures it (2.53+ then hand workers a pipe for stderr).  Then the actor runs a method
 that only sleeps (no CPU): the node is busy and nothing is removed.  The live
 session is never touched.
+
+Issue 18: a stream of short tasks (batches of four tasks of 0.1 s of CPU, the
+driver working 0.3 s on the results in between) leaves every worker titled
+``ray::IDLE`` at both ends of some windows; the head reads busy in each of
+five consecutive samples, and the same head, idle before the stream, reads
+idle in each of five.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 
+import psutil
 import pytest
 
+from ansible_collections.rayops.disk.plugins.module_utils._activity import HostSample, TitleRules, sample_all
+from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
+from ansible_collections.rayops.disk.plugins.module_utils._targets import host_target
 from ansible_collections.rayops.disk.tests.system.conftest import IDLE_DRIVER, ansible_module, wait_for_title
 
 HOLD_DRIVER = r"""
@@ -31,6 +42,28 @@ ref = holder.hold.remote(600)
 print("HOLDING", flush=True)
 time.sleep(600)
 """
+
+STREAM_DRIVER = r"""
+import sys, time
+import ray
+ray.init(address=sys.argv[1], namespace="rayops", logging_level="ERROR", log_to_driver=False)
+
+@ray.remote
+def short_task():
+    end = time.process_time() + 0.1  # 0.1 s of CPU
+    while time.process_time() < end:
+        pass
+
+batch, pause = int(sys.argv[2]), float(sys.argv[3])
+ray.get([short_task.remote() for _ in range(batch)])
+print("STREAMING", flush=True)
+while True:
+    ray.get([short_task.remote() for _ in range(batch)])
+    time.sleep(pause)  # the driver works on the results
+"""
+"""Batches of ``argv[2]`` short tasks, ``argv[3]`` seconds apart: each worker runs one now and then."""
+
+SAMPLES = 5
 
 OLD = 1_000_000_000  # 2001: older than any max age
 
@@ -100,6 +133,70 @@ def test_idle_workers_and_an_idle_actor_leave_the_head_idle_an_actor_method_make
         assert live_files <= files_under(session)  # nothing of the live session went
     finally:
         for driver in (idle_driver, hold_driver):
+            if driver is not None:
+                driver.kill()
+                driver.wait()
+
+
+class HeadSample(HostSample):
+    """The host's sample as cleanup takes it, of this head's processes only: Ray that other tests run on this
+    machine at the same time stays out."""
+
+    def __init__(self, head, options):
+        super().__init__(psutil, host_target(), TitleRules(tuple(options.busy_titles), tuple(options.idle_titles)),
+                         options.ray_uids | {0})
+        self.head = head
+
+    def _processes(self):
+        mine = {proc.pid for proc in self.head.processes()}
+        return [proc for proc in super()._processes() if proc.pid in mine]
+
+
+def head_activity(head):
+    """One reading of the head's activity with the modules' defaults (1 s window, 5 %)."""
+    options = UsageOptions(activity=True)
+    return sample_all({"head": HeadSample(head, options)}, options.sample_seconds, options.cpu_idle_percent)["head"]
+
+
+def wait_until_no_worker_starts(head, timeout=120):
+    """Wait until none of the head's workers is still starting (``default_worker.py``, not titled yet)."""
+    deadline = time.time() + timeout
+    while True:
+        starting = []
+        for proc in head.processes():
+            try:
+                starting += [proc.pid] if any(arg.endswith("default_worker.py") for arg in proc.cmdline()[:3]) else []
+            except psutil.NoSuchProcess:
+                pass
+        if not starting:
+            return
+        assert time.time() < deadline, "workers %s still starting" % starting
+        time.sleep(0.5)
+
+
+def test_a_stream_of_short_tasks_is_busy_in_every_sample_an_idle_head_idle_in_every_sample(any_ray_head):
+    head = any_ray_head
+    head.env.update(RAY_ROTATION_MAX_BYTES=str(64 << 20), RAY_ROTATION_BACKUP_COUNT="3")
+    head.start(num_cpus=4)
+    idle_driver = head.driver(IDLE_DRIVER, "4")
+    stream_driver = None
+    try:
+        assert idle_driver.stdout.readline().strip() == "IDLE"
+        wait_until_no_worker_starts(head)
+        idle = [head_activity(head) for _sample in range(SAMPLES)]
+        assert [reading["busy"] for reading in idle] == [False] * SAMPLES, [reading["why"] for reading in idle]
+        assert all(reading["idle_workers"] >= 3 and reading["idle_actors"] == ["ray::Holder"] for reading in idle)
+        assert all(reading["over_idle"]["workers"] == 0 and reading["ran_tasks"] == [] for reading in idle)
+
+        stream_driver = head.driver(STREAM_DRIVER, "4", "0.3")
+        assert stream_driver.stdout.readline().strip() == "STREAMING"
+        busy = [head_activity(head) for _sample in range(SAMPLES)]
+        assert [reading["busy"] for reading in busy] == [True] * SAMPLES, [reading["why"] for reading in busy]
+        for reading in busy:  # what made it busy: a task at an end, one seen between them, or workers' CPU
+            seen = reading["ray_tasks"] + reading["ran_tasks"]
+            assert "ray::short_task" in seen or reading["over_idle"]["workers"], reading["why"]
+    finally:
+        for driver in (idle_driver, stream_driver):
             if driver is not None:
                 driver.kill()
                 driver.wait()
