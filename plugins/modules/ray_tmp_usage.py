@@ -557,7 +557,8 @@ activity:
       elements: str
       sample: ["Ray runs user code: ray::train_step (as apiuser)", "CPU 97.5% >= 5% (ray::train_step 97.5%)"]
     cpu_percent:
-      description: CPU over the window, in percent of one core, of what counts (see O(cpu_idle_percent)).
+      description: CPU over the window, in percent of one core, of what counts (see O(cpu_idle_percent)) - with what
+        C(ray::IDLE) workers used beyond what an idle worker uses (RV(activity.over_idle)).
       type: float
       sample: 97.5
     ray_tasks:
@@ -566,13 +567,26 @@ activity:
       type: list
       elements: str
       sample: ["ray::train_step"]
+    ran_tasks:
+      description: Titles of the tasks or methods seen only within the window (its titles are looked at 3 times),
+        the workers idle again at its ends - short tasks.
+      type: list
+      elements: str
+      sample: ["ray::short_task"]
+    over_idle:
+      description: The C(ray::IDLE) workers that used more than an idle worker does (C(bound_percent), 3 % of a core
+        and a clock tick) - they ran tasks between the looks; C(workers), C(started) (of them, born in the window),
+        C(cpu_percent) and C(excess_percent) (what counts).
+      type: dict
+      sample: {"workers": 7, "started": 0, "cpu_percent": 67.3, "excess_percent": 39.3, "bound_percent": 4.0}
     why:
       description: One line for a human - why busy or idle, and what Ray's idle machinery used.
       type: str
       sample: "no task or actor method running; CPU 0.0% < 5%; 4 idle worker(s), 1 idle actor(s), 11 Ray system
         process(es) use 9.4% CPU, not counted"
     idle_cpu_percent:
-      description: CPU of idle workers, idle actors and Ray's system processes over the window, never counted.
+      description: CPU of idle workers (up to what an idle one uses), idle actors and Ray's system processes over the
+        window, never counted.
       type: float
       sample: 9.4
     counted:
