@@ -28,6 +28,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Tar
 from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import SPILL_DIR_RE, live_node_ids
 from ansible_collections.rayops.disk.plugins.module_utils._remove import (
     Guards,
+    HoldersUnknown,
     MAX_LISTED,
     Policy,
     Remover,
@@ -174,7 +175,7 @@ class TargetCleaner:
             groups += spill_candidates(report, self.options, live_node_ids(self.psutil))  # nodes running right now
         self.remove(entry, target, groups, self.policy(self.options.max_age_hours * 3600.0))
         entry["tmp_bytes_after"] = before - entry["freed_bytes"]
-        if activity["busy"]:
+        if activity["busy"] and entry["status"] == "cleaned":
             entry["reason"] = "forced while busy: %s" % "; ".join(activity["reasons"])
         return entry
 
@@ -184,7 +185,11 @@ class TargetCleaner:
 
     def remove(self, entry: dict, target: Target, groups: list, policy: Policy, tier: Optional[str] = None) -> None:
         """Remove (or, in a dry run, decide) each candidate group; add what went and what stayed to ``entry``."""
-        used, locked = self.held()
+        try:
+            used, locked = self.held()
+        except HoldersUnknown as exc:  # when in doubt, keep: nothing goes from this target
+            entry.update(status="error", reason=exc.strerror)
+            return
         guards = Guards(used, locked, socket_inodes(unix_socket_paths(target), target.tree))
         for group in groups:
             self._remove_group(entry, target, group, policy, guards, tier)
@@ -196,7 +201,7 @@ class TargetCleaner:
         removes nothing, so it takes one snapshot for all its targets (a report of 20 containers reads ``/proc`` once).
         """
         if self._held is None or not self.dry_run:
-            self._held = (used_inodes(self.psutil.pids()), locked_inodes())
+            self._held = (used_inodes(self.psutil.pids(), strict=not self.dry_run), locked_inodes())
         return self._held
 
     def _remove_group(self, entry: dict, target: Target, group: tuple, policy: Policy, guards: Guards,

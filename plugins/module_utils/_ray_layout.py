@@ -376,11 +376,16 @@ def unix_socket_paths(target: Target) -> list:
     return paths
 
 
-def held_links(pid: int) -> list:
-    """The ``/proc`` links to a process's working directory and open files (none if it is gone)."""
+def held_links(pid: int, denied: bool = False) -> list:
+    """The ``/proc`` links to a process's working directory and open files (none if it is gone; with ``denied``,
+    ``PermissionError`` when they may not be listed)."""
     base = "/proc/%d" % pid
     try:
         return [base + "/cwd"] + [base + "/fd/" + fd for fd in os.listdir(base + "/fd")]
+    except PermissionError:
+        if denied:
+            raise
+        return []
     except OSError:
         return []
 

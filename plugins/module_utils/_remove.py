@@ -190,26 +190,72 @@ def locked_inodes(locks_file: str = "/proc/locks") -> frozenset:
     return frozenset(found)
 
 
-def used_inodes(pids: Iterable[int]) -> frozenset:
-    """Inodes that processes hold open, map into memory or have as working directory."""
+class HoldersUnknown(PermissionError):
+    """What a live process holds open cannot be read (root without ``CAP_SYS_PTRACE``, a hardened ``/proc``)."""
+
+
+CAP_SYS_PTRACE = 19
+"""The capability that lets root read another user's ``/proc/<pid>/fd`` (``capabilities(7)``)."""
+
+
+def may_trace() -> bool:
+    """Whether this process has ``CAP_SYS_PTRACE`` in effect (else it cannot see what other users' processes hold)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def used_inodes(pids: Iterable[int], strict: bool = False) -> frozenset:
+    """Inodes that processes hold open, map into memory or have as working directory.
+
+    ``strict`` (a removal, not a dry run) without ``CAP_SYS_PTRACE`` (root under a supervisor that dropped it): a
+    live process whose links or maps may not be read raises ``HoldersUnknown`` instead of holding nothing, since
+    whoever removes files must know what every process holds.  With it, one that still may not be read (a
+    sandbox's own agent, an LSM) is skipped as before.
+    """
     found = set()
+    blind = strict and not may_trace()
     for pid in pids:
-        for link in held_links(pid):
-            try:
-                st = os.stat(link)
-            except OSError:
-                continue
-            found.add((st.st_dev, st.st_ino))
         try:
-            with open("/proc/%d/maps" % pid) as maps:
-                for line in maps:
-                    fields = line.split(None, 5)
-                    if len(fields) >= 5 and fields[4] != "0":
-                        major, minor = fields[3].split(":")
-                        found.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
-        except (OSError, ValueError):
-            continue
+            found.update(_held_by(pid))
+        except PermissionError as exc:
+            if blind and os.path.exists("/proc/%d" % pid):
+                raise HoldersUnknown(exc.errno, "cannot see what process %d holds open (%s): nothing is removed "
+                                     "while that is unknown; run as root with CAP_SYS_PTRACE (the role's unit has "
+                                     "it)" % (pid, exc.strerror)) from exc
     return frozenset(found)
+
+
+def _held_by(pid: int) -> set:
+    """``(st_dev, st_ino)`` of what one process holds open, maps or has as working directory (none if it is gone);
+    ``PermissionError`` when that may not be read."""
+    found = set()
+    for link in held_links(pid, denied=True):
+        try:
+            st = os.stat(link)
+        except PermissionError:
+            raise
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    try:
+        with open("/proc/%d/maps" % pid) as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) >= 5 and fields[4] != "0":
+                    major, minor = fields[3].split(":")
+                    found.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
+        pass
+    return found
+
 
 
 def socket_inodes(paths: Iterable[str], tree: Tree = HOST) -> frozenset:
