@@ -51,7 +51,7 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     ``auto`` on a node with Docker) and Docker unreachable: the host report stands, ``containers_error`` and an
     entry of ``errors`` say why.  With ``options.activity`` every target is first sampled over one window.
     """
-    options.validate()
+    options.ensure_valid()
     if options.uv_cache_dir is None:
         options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
     now = time.time()
@@ -194,7 +194,7 @@ class NodeRun:
 
     def run(self) -> dict:
         """Validate, take the lock, run; the result, with its outcome and disk."""
-        self.options.validate()
+        self.options.ensure_valid()
         disk_path = self.options.disk or self.options.tmp_dir
         before = disk_figures(disk_path)
         lock = CleanupLock(self.options.lock_file, self.options.lock_timeout)

@@ -233,6 +233,18 @@ class TargetOptions:
     ray_users: tuple = _default("ray_users")
     busy_titles: tuple = _default("busy_titles")
     idle_titles: tuple = _default("idle_titles")
+    validated: bool = field(default=False, init=False, repr=False, compare=False)
+    """Set by ``validate()``: a run validates its options once, not on every reclaim of a guard that runs for days."""
+
+    def ensure_valid(self) -> None:
+        """``validate()`` unless done already (options are not changed after: ``dataclasses.replace`` makes new ones)."""
+        if not self.validated:
+            self.validate()
+            self.validated = True
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` naming the first bad value and how to fix it."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -345,7 +357,7 @@ class CleanupOptions(TargetOptions):
 
     def usage_options(self) -> UsageOptions:
         """The options measuring and sampling a target take from these."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TargetOptions)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TargetOptions) if f.init}
         return UsageOptions(activity=True, uv_cache_dir=None, **shared)
 
 

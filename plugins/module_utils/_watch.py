@@ -72,6 +72,7 @@ class Guard:
     def __init__(self, options: CleanupOptions, psutil, docker=None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.options = dataclasses.replace(options, pressure=True, lock_timeout=0.0)
+        self.options.ensure_valid()  # once: each reclaim runs with these
         self.usage = self.options.usage_options()
         self.psutil = psutil
         self.docker = docker

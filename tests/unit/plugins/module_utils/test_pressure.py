@@ -557,3 +557,19 @@ def test_a_guard_step_lists_once_and_reads_each_filesystem_before_and_after(caps
     assert result["guard_result"] == "relieved" and [t["tier"] for t in result["pressure"]["tiers"]] == ["unneeded"]
     assert len(listed) == 1 and len(read) == 2  # one filesystem: read before, read after the tier
     assert guard.state.active is False and guard.state.readings[0].used_percent < 80
+
+
+def test_the_guard_validates_its_options_once_not_on_every_reclaim(capsys, pressed, monkeypatch):
+    tmp, config, _paths = pressed
+    options = _cli.cleanup_options(_cli.load_config(config))
+    checked = []
+    real = type(options).validate
+    monkeypatch.setattr(type(options), "validate", lambda self: checked.append(1) or real(self))
+    guard = _watch.Guard(options, _cli.psutil)
+    results = []
+    for _step in range(2):
+        fill(tmp, 93)
+        results.append(guard.step()["guard_result"])
+        guard.retry_at = 0.0
+    assert results[0] == "relieved" and results[1] in ("relieved", "not_relieved")  # two reclaims ran
+    assert len(checked) == 1
