@@ -11,7 +11,9 @@
 #     logrotate; the tag changes when its package list does), and rayops-test/debian-bare:bookworm
 #     (python3 only: a fresh node for molecule's `fresh` scenario); rayops-test/sshd:bookworm (debian-python's
 #     packages and openssh-server) and rayops-test/sshd-bare:bookworm (python3 and openssh-server only), the
-#     system tests' SSH fleet (no host keys in the image: each container makes its own)
+#     system tests' SSH fleet (no host keys in the image: each container makes its own); rayops-test/systemd:bookworm
+#     ($PY_IMAGE plus systemd and systemd-sysv, CMD /sbin/init: a node with a live systemd for molecule's `systemd`
+#     scenario; its build container fetches the two packages from Debian's mirror)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
 #   - the users' Ray versions beside the newest (.venv's): venvs /var/cache/rayops-disk/ray-2.40.0 and
 #     ray-2.53.0 with ray[default]==<version>, from the same base python as .venv (pip re-run only when
@@ -38,6 +40,7 @@ PY_IMAGE="rayops-test/debian-python:bookworm-2"
 BARE_IMAGE="rayops-test/debian-bare:bookworm"
 SSHD_IMAGE="rayops-test/sshd:bookworm"
 SSHD_BARE_IMAGE="rayops-test/sshd-bare:bookworm"
+SYSTEMD_IMAGE="rayops-test/systemd:bookworm"
 RAY_VERSIONS=(2.40.0 2.53.0)       # the users' versions; the newest is .venv's (requirements/dev.txt)
 RAY_IMAGE_VERSION=2.53.0
 RAY_IMAGE="rayops-test/ray:$RAY_IMAGE_VERSION"
@@ -215,6 +218,50 @@ debian_image "$SSHD_IMAGE" python3,python3-apt,python3-venv,python3-psutil,pytho
     "import psutil, docker, venv; $SSHD_PROBE" --customize-hook="$SSHD_HOOK"
 debian_image "$SSHD_BARE_IMAGE" python3,openssh-server \
     "import importlib.util; assert importlib.util.find_spec('psutil') is None; $SSHD_PROBE" --customize-hook="$SSHD_HOOK"
+
+# A node with a live systemd (molecule's `systemd` scenario): $PY_IMAGE plus systemd as PID 1. It boots without
+# --privileged: --cap-add SYS_ADMIN, seccomp and apparmor unconfined, /sys/fs/cgroup rw and tmpfs /run, /run/lock.
+# What is useless in a container is masked (no consoles, no udev, no kernel to set up).
+SYSTEMD_BOOT=(--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock)
+if docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
+    log "image: $SYSTEMD_IMAGE present"
+else
+    log "image: building $SYSTEMD_IMAGE from $PY_IMAGE with Debian's systemd (about a minute)"
+    build_log="$(mktemp)"
+    if ! docker build --build-arg "BASE=$PY_IMAGE" -t "$SYSTEMD_IMAGE" - >"$build_log" 2>&1 <<'EOF'
+ARG BASE
+FROM $BASE
+RUN apt-get update -q && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd systemd-sysv && \
+    apt-get clean && rm -rf /var/lib/apt/lists/* && \
+    systemctl mask getty.target console-getty.service systemd-udevd.service systemd-udev-trigger.service \
+        systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+        systemd-remount-fs.service systemd-firstboot.service && \
+    rm -f /etc/machine-id && : >/etc/machine-id
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+EOF
+    then
+        tail -n 30 "$build_log" >&2
+        rm -f "$build_log"
+        die "docker build of $SYSTEMD_IMAGE failed"
+    fi
+    rm -f "$build_log"
+    cid="$(docker run -d "${SYSTEMD_BOOT[@]}" "$SYSTEMD_IMAGE")"
+    state=""
+    for _ in $(seq 60); do  # until systemd's bus is up (at first: "Failed to connect to bus")
+        state="$(docker exec "$cid" timeout 60 systemctl is-system-running --wait 2>&1 || true)"
+        case "$state" in running | degraded | maintenance) break ;; esac
+        sleep 1
+    done
+    docker rm -f "$cid" >/dev/null
+    if [ "$state" != running ]; then
+        docker image rm "$SYSTEMD_IMAGE" >/dev/null 2>&1 || true  # built but broken: the next run builds again
+        die "image $SYSTEMD_IMAGE does not boot: systemctl is-system-running said: $state"
+    fi
+    log "image: $SYSTEMD_IMAGE built and verified (systemd boots: $state)"
+fi
 
 # --------------------------------------------------------------------------
 # 4. Python virtualenv
@@ -437,4 +484,4 @@ dv="$(docker version --format 'client {{.Client.Version}}, engine {{.Server.Vers
 av="$("$VENV/bin/python" -c 'import ansible; print(ansible.__version__)')"
 rv="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("ray"))')"
 log "ready: docker $dv; ansible-core $av; ray $rv (and ${RAY_VERSIONS[*]} in $CACHE/ray-<version>);" \
-    "images $IMAGE $PY_IMAGE $BARE_IMAGE $SSHD_IMAGE $SSHD_BARE_IMAGE $RAY_IMAGE"
+    "images $IMAGE $PY_IMAGE $BARE_IMAGE $SSHD_IMAGE $SSHD_BARE_IMAGE $SYSTEMD_IMAGE $RAY_IMAGE"

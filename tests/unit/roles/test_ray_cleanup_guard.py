@@ -97,13 +97,22 @@ def test_the_unit_passes_systemd_analyze_verify_with_defaults_and_custom_dirs(tm
         assert found[("Service", "PrivateTmp")] == ["no"]  # on purpose: it cleans the node's real /tmp
         assert re.search(r"^# PrivateTmp=no ON PURPOSE: the guard cleans the node's real /tmp", text, re.MULTILINE)
         for key in ("NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups",
-                    "RestrictSUIDSGID", "LockPersonality"):
+                    "RestrictSUIDSGID", "LockPersonality", "ProtectClock", "RestrictNamespaces",
+                    "MemoryDenyWriteExecute"):
             assert found[("Service", key)] == ["yes"], key
+        # Best-effort at the lowest priority, not idle: an idle-class read waits behind a busy disk's writers.
         assert (found[("Service", "Restart")], found[("Service", "Nice")], found[("Service", "IOSchedulingClass")],
-                found[("Service", "MemoryMax")]) == (["on-failure"], ["10"], ["idle"], ["256M"])
-        # Root's capabilities stay: it reads /proc/<pid>/root and /proc/<pid>/fd of other users' processes.
-        assert not {key for _section, key in found} & {"CapabilityBoundingSet", "AmbientCapabilities", "User",
-                                                       "DynamicUser", "RestrictNamespaces", "ProtectHome"}
+                found[("Service", "IOSchedulingPriority")], found[("Service", "MemoryMax")]) == (
+                    ["on-failure"], ["10"], ["best-effort"], ["7"], ["256M"])
+        # Root, with only the capabilities the code uses: other users' /proc/<pid>/* (ptrace), their files in
+        # 0777 and sticky dirs (DAC override, fowner). molecule/systemd proves each on a live systemd.
+        assert found[("Service", "CapabilityBoundingSet")] == ["CAP_SYS_PTRACE CAP_DAC_OVERRIDE CAP_FOWNER"]
+        assert (found[("Service", "DevicePolicy")], found[("Service", "RestrictAddressFamilies")],
+                found[("Service", "SystemCallFilter")], found[("Service", "SystemCallErrorNumber")]) == (
+                    ["closed"], ["AF_UNIX"], ["@system-service", "~@privileged @resources"], ["EPERM"])
+        # It must see every process (ProtectProc, ProcSubset) and the host's unix sockets (PrivateNetwork).
+        assert not {key for _section, key in found} & {"AmbientCapabilities", "User", "DynamicUser", "ProtectHome",
+                                                       "ProtectProc", "ProcSubset", "PrivateNetwork", "PrivateUsers"}
         assert found[("Unit", "After")] == ["local-fs.target docker.service"]
         assert found[("Install", "WantedBy")] == ["multi-user.target"]
         assert found[("Service", "RuntimeDirectory")] == ["rayops"]  # /run/rayops, the lock's dir
