@@ -257,7 +257,6 @@ def _held_by(pid: int) -> set:
     return found
 
 
-
 def socket_inodes(paths: Iterable[str], tree: Tree = HOST) -> frozenset:
     """Inodes of bound unix sockets, from their paths (as in ``/proc/net/unix``) inside ``tree``."""
     found = set()

@@ -10,6 +10,7 @@ engine, Ray bound to 127.0.0.1. Nothing here may reach another address.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import psutil
 import pytest
@@ -121,6 +123,35 @@ def start_raylet(container, *args):
         time.sleep(0.2)
     container.reload()
     return container.attrs["State"]["Pid"]
+
+
+WORKER_IMAGE = "rayops-test/debian-python:bookworm-2"
+WORKER_LIVE = "session_2099-01-01_00-00-00_000001_2"
+"""The live session of ``full_worker``'s raylet."""
+
+
+@contextlib.contextmanager
+def full_worker(docker_client, prefix: str, more: str = ""):
+    """A ray-worker container (``ray-worker-<prefix><hex>``) whose own 16 MiB ``/tmp`` is full: a Ray-looking raylet
+    naming ``/tmp/ray`` and its live session, 1 MiB of root's litter (``/tmp/ray_tmp_1``) and what the shell script
+    ``more`` makes, aged 3 hours, then data to the brim.  Removed afterwards."""
+    name = "ray-worker-%s%s" % (prefix, uuid.uuid4().hex[:8])
+    container = docker_client.containers.run(WORKER_IMAGE, name=name, init=True, detach=True,
+                                             tmpfs={"/tmp": "size=16m"})
+    try:
+        sh(container, """
+            mkdir -p /opt/ray/core/src/ray/raylet /tmp/ray/{live}/logs /tmp/ray_tmp_1
+            cp /usr/bin/python3.11 {raylet}
+            head -c 1048576 /dev/zero > /tmp/ray_tmp_1/pkg.zip
+            {more}
+            find /tmp -mindepth 1 -path /tmp/ray -prune -o -exec touch -d @{old} {{}} +
+            head -c 64m /dev/zero > /tmp/data 2>/dev/null || true
+        """.format(live=WORKER_LIVE, raylet=FAKE_RAYLET, more=more, old=int(time.time() - 3 * 3600)))
+        start_raylet(container, "--temp_dir=/tmp/ray", "--session_dir=/tmp/ray/%s" % WORKER_LIVE)
+        assert int(sh(container, "df --output=pcent /tmp | tail -1").strip(" %\n")) >= 90
+        yield container
+    finally:
+        container.remove(force=True)
 
 
 @pytest.fixture(scope="session")

@@ -24,16 +24,13 @@ import os
 import shlex
 import subprocess
 import sys
-import time
-import uuid
 
 import pytest
 
-from ansible_collections.rayops.disk.tests.system.conftest import sh, start_raylet
+from ansible_collections.rayops.disk.tests.system.conftest import WORKER_LIVE as LIVE
+from ansible_collections.rayops.disk.tests.system.conftest import full_worker as full_worker_container
+from ansible_collections.rayops.disk.tests.system.conftest import sh
 
-IMAGE = "rayops-test/debian-python:bookworm-2"
-LIVE = "session_2099-01-01_00-00-00_000001_2"
-OLD = int(time.time() - 3 * 3600)
 PROBE = "/var/tmp/rayops-sbx-probe"
 CLI = ("import sys; from ansible_collections.rayops.disk.plugins.module_utils._cli import main; "
        "sys.exit(main(sys.argv[1:]))")
@@ -83,21 +80,8 @@ def mounts_under(path):
 @pytest.fixture
 def full_worker(docker_client):
     """A ray-worker container: a live fake raylet, old root-owned litter, its own 16 MiB /tmp filled to the brim."""
-    name = "ray-worker-sbx%s" % uuid.uuid4().hex[:8]
-    container = docker_client.containers.run(IMAGE, name=name, init=True, detach=True, tmpfs={"/tmp": "size=16m"})
-    try:
-        sh(container, """
-            mkdir -p /opt/ray/core/src/ray/raylet /tmp/ray/{live}/logs /tmp/ray_tmp_1
-            cp /usr/bin/python3.11 /opt/ray/core/src/ray/raylet/raylet
-            head -c 1048576 /dev/zero > /tmp/ray_tmp_1/pkg.zip
-            find /tmp/ray_tmp_1 -exec touch -d @{old} {{}} +
-            head -c 64m /dev/zero > /tmp/data 2>/dev/null || true
-        """.format(live=LIVE, old=OLD))
-        start_raylet(container, "--temp_dir=/tmp/ray", "--session_dir=/tmp/ray/%s" % LIVE)
-        assert int(sh(container, "df --output=pcent /tmp | tail -1").strip(" %\n")) >= 90
+    with full_worker_container(docker_client, "sbx") as container:
         yield container
-    finally:
-        container.remove(force=True)
 
 
 @pytest.fixture

@@ -15,42 +15,29 @@ the host.  Every prune here is a dry run (``client.df()``): this machine's Docke
 from __future__ import annotations
 
 import json
-import time
-import uuid
 
 import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _cli
-from ansible_collections.rayops.disk.tests.system.conftest import sh, start_raylet
+from ansible_collections.rayops.disk.tests.system.conftest import full_worker as full_worker_container
+from ansible_collections.rayops.disk.tests.system.conftest import sh
 
-IMAGE = "rayops-test/debian-python:bookworm-2"
-LIVE = "session_2099-01-01_00-00-00_000001_2"
-OLD = int(time.time() - 3 * 3600)
+OTHER_UIDS = """
+    mkdir -p /tmp/ray_tmp_u1000 /tmp/tmpjob_u2000
+    head -c 262144 /dev/zero > /tmp/ray_tmp_u1000/pkg.zip
+    head -c 262144 /dev/zero > /tmp/tmpjob_u2000/data
+    chown -R 1000:1000 /tmp/ray_tmp_u1000
+    chown -R 2000:2000 /tmp/tmpjob_u2000
+"""
+"""Litter of the Ray user of rayproject images (uid 1000) and of another uid, in the container."""
 
 
 @pytest.fixture
 def full_worker(docker_client):
-    """A ray-worker container whose own 16 MiB /tmp is full: a little old root-owned litter, then data to the brim
-    (the reclaim cannot relieve it: every tier runs)."""
-    name = "ray-worker-prs%s" % uuid.uuid4().hex[:8]
-    container = docker_client.containers.run(IMAGE, name=name, init=True, detach=True, tmpfs={"/tmp": "size=16m"})
-    try:
-        sh(container, """
-            mkdir -p /opt/ray/core/src/ray/raylet /tmp/ray/{live}/logs /tmp/ray_tmp_1
-            cp /usr/bin/python3.11 /opt/ray/core/src/ray/raylet/raylet
-            head -c 1048576 /dev/zero > /tmp/ray_tmp_1/pkg.zip
-            mkdir -p /tmp/ray_tmp_u1000 /tmp/tmpjob_u2000
-            head -c 262144 /dev/zero > /tmp/ray_tmp_u1000/pkg.zip
-            head -c 262144 /dev/zero > /tmp/tmpjob_u2000/data
-            chown -R 1000:1000 /tmp/ray_tmp_u1000
-            chown -R 2000:2000 /tmp/tmpjob_u2000
-            find /tmp/ray_tmp_1 /tmp/ray_tmp_u1000 /tmp/tmpjob_u2000 -exec touch -d @{old} {{}} +
-            head -c 64m /dev/zero > /tmp/data 2>/dev/null || true
-        """.format(live=LIVE, old=OLD))
-        start_raylet(container, "--temp_dir=/tmp/ray", "--session_dir=/tmp/ray/%s" % LIVE)
+    """A ray-worker container whose own 16 MiB /tmp is full: a little old litter of root, of uid 1000 and of uid
+    2000, then data to the brim (the reclaim cannot relieve it: every tier runs)."""
+    with full_worker_container(docker_client, "prs", more=OTHER_UIDS) as container:
         yield container
-    finally:
-        container.remove(force=True)
 
 
 def reclaim(capsys, tmp_path, *flags, **settings):
