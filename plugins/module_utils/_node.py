@@ -52,8 +52,7 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     entry of ``errors`` say why.  With ``options.activity`` every target is first sampled over one window.
     """
     options.ensure_valid()
-    if options.uv_cache_dir is None:
-        options = dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
+    options = with_uv_cache(options)
     now = time.time()
     node = node_targets(options, docker, host=True)
     if options.activity:
@@ -64,7 +63,7 @@ def collect_usage(options: UsageOptions, psutil, docker=None) -> dict:
     cleaner = TargetCleaner(options, psutil, now, dry_run=True)  # one snapshot of what processes hold, for all
     _add_cleanup_view(report, host, options, cleaner)
     held = deleted_open_files(psutil)  # one look at every process's open files, for every target
-    report["deleted_open"] = deleted_by_target(held, None, filesystem_devs(host.target, report["filesystems"]))
+    report["deleted_open"] = deleted_open_on(held, host, report["filesystems"])
     report["containers"] = [_container_entry(slot, cleaner, held) for slot in node.containers]
     report["containers_error"] = node.containers_error
     if node.containers_error:
@@ -81,10 +80,19 @@ def _add_cleanup_view(report: dict, slot: Slot, options: UsageOptions, cleaner: 
     report["suggestions"] = [dict(item, message=suggestion_message(item, options)) for item in found]
 
 
-def filesystem_devs(target: Target, filesystems: list) -> set:
-    """The device numbers of a report's filesystems, each opened inside the target's tree."""
+def with_uv_cache(options: UsageOptions) -> UsageOptions:
+    """The options with the uv cache to measure: ``uv_cache_dir``, else the default (``$UV_CACHE_DIR``, ~/.cache/uv)."""
+    if options.uv_cache_dir is not None:
+        return options
+    return dataclasses.replace(options, uv_cache_dir=default_uv_cache_dir())
+
+
+def deleted_open_on(held: list, slot: Slot, filesystems: list) -> dict:
+    """What deleted-but-open files (``held``: one look at every process) hold on a target's filesystems: any process
+    for the host, the container's own for a container."""
     paths = [fs["path"] for fs in filesystems]
-    return {dev for _path, dev, _fs in filesystems_under(target.tree, paths, skipped=(OSError,))}
+    devs = {dev for _path, dev, _fs in filesystems_under(slot.target.tree, paths, skipped=(OSError,))}
+    return deleted_by_target(held, slot.target.mnt_ns if slot.kind == "container" else None, devs)
 
 
 def _container_entry(slot: Slot, cleaner: TargetCleaner, held: list) -> dict:
@@ -102,8 +110,7 @@ def _container_entry(slot: Slot, cleaner: TargetCleaner, held: list) -> dict:
         report = TargetReport(slot.target, options, cleaner.psutil, environ=slot.environ, now=cleaner.now).measure()
         report["activity"] = slot.activity
         _add_cleanup_view(report, slot, options, cleaner)
-        report["deleted_open"] = deleted_by_target(held, slot.target.mnt_ns,
-                                                   filesystem_devs(slot.target, report["filesystems"]))
+        report["deleted_open"] = deleted_open_on(held, slot, report["filesystems"])
     except (LookupError, UsageError, OSError) as exc:
         entry["error"] = str(exc)
         return entry
@@ -215,9 +222,7 @@ class NodeRun:
         return result
 
     def _cleaner(self, audit: AuditLog) -> TargetCleaner:
-        usage = self.options.usage_options() if self.usage is None else self.usage
-        if self.usage is not None and usage.uv_cache_dir is None:
-            usage = dataclasses.replace(usage, uv_cache_dir=default_uv_cache_dir())
+        usage = self.options.usage_options() if self.usage is None else with_uv_cache(self.usage)
         return TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
 
     def _run(self, cleaner: TargetCleaner) -> dict:
@@ -314,13 +319,12 @@ class Cleanup(NodeRun):
             return None
         held = deleted_open_files(self.psutil)
         found = after_cleanup(host[1], host[2], host[0].target, thresholds)
-        found["deleted_open"] = deleted_by_target(held, None, filesystem_devs(host[0].target, found["filesystems"]))
+        found["deleted_open"] = deleted_open_on(held, host[0], found["filesystems"])
         found["containers"] = []
         for slot, report, entry in self.measured:
             if slot.kind == "container":
                 after = after_cleanup(report, entry, slot.target, thresholds)
-                after["deleted_open"] = deleted_by_target(held, slot.target.mnt_ns,
-                                                          filesystem_devs(slot.target, after["filesystems"]))
+                after["deleted_open"] = deleted_open_on(held, slot, after["filesystems"])
                 found["containers"].append(dict({key: after[key] for key in CONTAINER_KEYS if key in after},
                                                 name=slot.name, status="running", error=None))
         found["containers_error"] = self.containers_error

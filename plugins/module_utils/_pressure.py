@@ -240,6 +240,8 @@ class Tier:
     reclaim: Callable
     activity: bool = False
     """Whether the pressed targets' activity must be known first (sampled once, side by side)."""
+    switch: Optional[str] = None
+    """The option that turns the tier on (off: it is skipped and says so), or None when it always runs."""
 
 
 def _unneeded(run: "PressureReclaim", item: Watched, entry: dict, report: dict, _record: dict) -> bool:
@@ -287,10 +289,7 @@ def _litter(busy_tier: bool) -> Callable:
 
 
 def _docker_prune(run: "PressureReclaim", pressed: list, record: dict) -> None:
-    """``docker_prune``, when enabled and Docker's data root is on a pressed filesystem of the host itself."""
-    if not run.options.docker_prune:
-        record["skipped"] = "docker_prune is off"
-        return
+    """``docker_prune``, when Docker's data root is on a pressed filesystem of the host itself."""
     devs = {reading.dev for item in pressed if item.slot.kind == "host"
             for reading, _why in over_marks(item.readings, run.options, low=True)}
     if not devs:
@@ -311,10 +310,10 @@ def _docker_prune(run: "PressureReclaim", pressed: list, record: dict) -> None:
 
 TIER_TABLE = (
     Tier("unneeded", "target", _unneeded),
-    Tier("deleted_logs", "target", _deleted_logs),
+    Tier("deleted_logs", "target", _deleted_logs, switch="pressure_truncate_deleted_logs"),
     Tier("litter_idle", "target", _litter(False), activity=True),
     Tier("litter_busy", "target", _litter(True), activity=True),
-    Tier("docker_prune", "node", _docker_prune),
+    Tier("docker_prune", "node", _docker_prune, switch="docker_prune"),
 )
 """The reclaim's tiers, in the order they run."""
 
@@ -479,8 +478,8 @@ class PressureReclaim:
         why = "; ".join("%s: %s" % (r.describe(), reason) for item in pressed
                         for r, reason in over_marks(item.readings, self.options, low=True))
         record = {"tier": tier.name, "reason": why, "targets": [], "freed_bytes": 0, "removed": 0, "skipped": None}
-        if tier.name == "deleted_logs" and not self.options.pressure_truncate_deleted_logs:
-            record["skipped"] = "pressure_truncate_deleted_logs is off"
+        if tier.switch and not getattr(self.options, tier.switch):
+            record["skipped"] = "%s is off" % tier.switch
             return record
         if tier.scope == "node":
             tier.reclaim(self, pressed, record)
