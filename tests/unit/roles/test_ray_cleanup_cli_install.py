@@ -12,7 +12,6 @@ The role runs for real on localhost (``--tags ray_cleanup_install``, no package 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -348,8 +347,7 @@ def test_cron_is_started_by_the_init_system_only_when_pid_1_is_one(tmp_path):
     names = {"systemd": True, "init": True, "openrc-init": True,
              "sh": False, "bash": False, "sleep": False, "docker-init": False, "tini": False, "dumb-init": False,
              "python3": False}
-    hosts = {"pid1-%d" % index: {"_ray_cleanup_pid1": {"content": base64.b64encode((name + "\n").encode()).decode()}}
-             for index, name in enumerate(names)}
+    hosts = {"pid1-%d" % index: {"_ray_cleanup_node": {"pid1": name}} for index, name in enumerate(names)}
     rendered = render(tmp_path, hosts, "[_ray_cleanup_init_system, _ray_cleanup_pid1_name, _ray_cleanup_cron_service]")
     for index, (name, init) in enumerate(names.items()):
         assert rendered["pid1-%d" % index] == [init, name, "cron"], name  # Debian's and Ubuntu's service name

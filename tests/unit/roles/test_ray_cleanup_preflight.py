@@ -313,9 +313,10 @@ def test_unusual_valid_settings_pass_preflight(tmp_path):
     ran = run_role(tmp_path, {"good": GOOD}, "--tags", "ray_cleanup_preflight")
     results = ran["good"]
     assert failure(results) is None, failure(results)
-    assert results[-1][1] == "Ask the Python Ray is installed in which Ray it has (ray_cleanup_ray_version auto)", \
-        results[-1]  # preflight's last task: it ran through
-    assert results[-1][2].get("false_condition") == "ray_cleanup_ray_version == 'auto'", results[-1]  # not asked
+    assert results[-1][1] == "Tell that the pressure guard needs systemd", results[-1]  # preflight's last task: it ran
+    looked, = [result for _path, task, result in results
+               if task == "Look at the node (paths, packages, PID 1, cron, Ray's version)"]
+    assert "ray_version" not in looked, looked  # ray_cleanup_ray_version is given: Ray's Python is not asked
 
 
 def test_unusual_valid_settings_pass_the_clis_check(tmp_path):
