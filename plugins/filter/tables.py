@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ansible_collections.rayops.disk.plugins.module_utils._text import (
     cleanup_table,
+    diagnose_lines,
+    diagnose_table,
     monitor_lines,
     node_outcome,
     report_table,
@@ -33,6 +35,16 @@ def ray_node_report(report) -> str:
     return "\n".join(monitor_lines(dict(report)))
 
 
+def ray_diagnose_table(rows) -> str:
+    """The ``ray_diagnose.yml`` fleet table from one row per node."""
+    return "\n".join(diagnose_table(_hosts(rows)))
+
+
+def ray_node_findings(result) -> str:
+    """One node's ``ray_diagnose`` result as ``ray-maintenance diagnose`` prints it."""
+    return "\n".join(diagnose_lines(dict(result)))
+
+
 def ray_node_outcome(row) -> dict:
     """``{status, reason}`` of one node's row, as its table line says."""
     status, reason = node_outcome(dict(row))
@@ -44,4 +56,5 @@ class FilterModule:
 
     def filters(self):
         return {"ray_cleanup_table": ray_cleanup_table, "ray_report_table": ray_report_table,
-                "ray_node_outcome": ray_node_outcome, "ray_node_report": ray_node_report}
+                "ray_node_outcome": ray_node_outcome, "ray_node_report": ray_node_report,
+                "ray_diagnose_table": ray_diagnose_table, "ray_node_findings": ray_node_findings}

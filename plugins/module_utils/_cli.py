@@ -27,15 +27,18 @@ import threading
 import time
 from typing import Any, Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._diagnose import DiagnoseOptions, diagnose
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
+    DIAGNOSE_FILE,
     PRESSURE_FILE,
     STATUS_COMMANDS,
     STATUS_FILE,
     USAGE_FILE,
     cleanup_succeeded,
     cleanup_text,
+    diagnose_text,
     pressure_text,
     update_status,
     usage_text,
@@ -57,6 +60,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import (
 from ansible_collections.rayops.disk.plugins.module_utils._targets import DOCKER_SOCKET, containers_wanted
 from ansible_collections.rayops.disk.plugins.module_utils._text import (
     cleanup_lines,
+    diagnose_lines,
     holders_lines,
     monitor_lines,
     summary_line,
@@ -97,6 +101,7 @@ examples:
   ray-maintenance cleanup --dry-run            what cleanup would remove (removes nothing)
   ray-maintenance cleanup --pressure --dry-run what the pressure guard would reclaim now, tier by tier
   ray-maintenance watch                        the pressure guard, in the foreground (systemd runs it)
+  ray-maintenance diagnose --since 6           why Ray failed here in the last 6 hours, with the fix
   ray-maintenance --config /etc/rayops/ray-maintenance.json cleanup --quiet      (cron)
   ray-maintenance --config FILE check-config   is FILE a good config? (exit 0, or 3 naming the bad key)
 
@@ -108,7 +113,7 @@ exit codes:
      out by another run, or cleanup --pressure left a disk at or above
      pressure_low_percent (check: warning); check and monitor run by a user who
      is not root only note on stderr what they may not write or use
-  2  check: critical
+  2  check: critical; diagnose: a critical finding (1: a warning finding)
   3  bad input: unknown option, bad or unreadable config, missing Python library
      (monitor and cleanup then record it in rayops_ray_maintenance.prom in
      metrics_dir, or in --metrics-dir when the config cannot say)
@@ -192,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "pressure_high_percent run the pressure reclaim (cleanup --pressure) until below "
                                 "pressure_low_percent. Runs until SIGTERM; writes rayops_ray_pressure.prom.")
     watch.add_argument("--once", action="store_true", help="look once (and reclaim if needed), then exit")
+    diag = commands.add_parser("diagnose", parents=[common], help="why Ray failed here: findings from its logs and "
+                               "the live node, each with its fix",
+                               description="Read the logs of Ray's sessions (host and worker containers) changed "
+                               "within --since hours for failures Ray wrote (a full disk, OOM kills, dead workers, "
+                               "lost owners, open-file limits, runtime_env errors, the object store on disk, an "
+                               "ignored log setting), and look at the live node (open files against the raylet's "
+                               "limit, memory against Ray's threshold, /dev/shm against the object store, disks, "
+                               "deleted files held open). Exit 0, 1 with a warning finding, 2 with a critical one; "
+                               "write rayops_ray_diagnose.prom.")
+    diag.add_argument("--since", type=_finite, metavar="HOURS", default=24.0,
+                      help="the sessions whose logs changed in the last HOURS, and their findings (default 24)")
+    diag.add_argument("--state", metavar="FILE",
+                      help="remember in FILE where each log was read to and what was found: a run reads only the "
+                      "lines written since the last one, says which findings are new, and the metrics count "
+                      "every event once (the role's cron gives /var/lib/rayops/diagnose-state.json)")
     commands.add_parser("check-config", parents=[common], help="is the config good? exit 0, else 3 and why",
                         description="Validate the config as a run would (every key and value, the same messages): "
                         "print 'config FILE: ok' and exit 0, or exit 3 with one line naming the bad key and the fix. "
@@ -732,7 +752,22 @@ def cmd_watch(run: Run) -> tuple:
     return EXIT_OK, "stopped; reclaims: %s" % counts
 
 
-COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup, "watch": cmd_watch}
+def cmd_diagnose(run: Run) -> tuple:
+    """Findings of the logs and the live node; exit 0, 1 (a warning finding or an error), 2 (a critical one)."""
+    options = DiagnoseOptions(usage_options(run.config), since_hours=run.args.since, state_file=run.args.state)
+    result = diagnose(options, psutil, docker)
+    run.show(result, diagnose_lines(result))
+    for error in result["errors"]:
+        run.problem("%s: %s" % (error["target"], error["error"]))
+    code = max(DIAGNOSE_EXIT.get(result["worst"], EXIT_OK), EXIT_PROBLEM if result["errors"] else EXIT_OK)
+    return max(code, run.write_metrics(DIAGNOSE_FILE, diagnose_text(result, time.time()))), result["summary"]
+
+
+DIAGNOSE_EXIT = {"warning": EXIT_PROBLEM, "critical": EXIT_CRITICAL}
+"""diagnose's exit code by its worst finding (none or info: 0)."""
+
+COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup, "watch": cmd_watch,
+            "diagnose": cmd_diagnose}
 
 
 def _where(path: Optional[str]) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import display_path
+from ansible_collections.rayops.disk.plugins.module_utils._findings import KINDS
 from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of, open_regular, read_head
 from ansible_collections.rayops.disk.plugins.module_utils._locks import LockError, flock_within, open_lock_file
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS
@@ -33,6 +34,7 @@ USAGE_FILE = "rayops_ray_usage.prom"
 CLEANUP_FILE = "rayops_ray_cleanup.prom"
 STATUS_FILE = "rayops_ray_maintenance.prom"
 PRESSURE_FILE = "rayops_ray_pressure.prom"
+DIAGNOSE_FILE = "rayops_ray_diagnose.prom"
 LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
 STATUS_COMMANDS = ("monitor", "cleanup", "watch")
 """The commands whose start is recorded in ``STATUS_FILE``: those cron runs (``check`` is a probe others run)."""
@@ -199,6 +201,33 @@ def pressure_families(state) -> list:
 def pressure_text(state) -> str:
     """The text of ``rayops_ray_pressure.prom``."""
     return render(pressure_families(state))
+
+
+def diagnose_families(result: dict, finished: float) -> list:
+    """The families of ``rayops_ray_diagnose.prom``: findings ever per kind (a counter, from the state file), the
+    newest per kind, what is found now."""
+    fams = {name: Family("rayops_ray_" + name, text, kind=kind) for name, text, kind in (
+        ("findings_total", "Events of each kind of failure read in Ray's logs, ever (kept in the diagnose state "
+         "file).", "counter"),
+        ("finding_last_timestamp_seconds", "When the newest event of each kind happened (Unix time; 0: never).",
+         "gauge"),
+        ("findings_current", "Findings of each kind now: in the logs of the window (--since) and on the live "
+         "node.", "gauge"),
+        ("diagnose_last_run_timestamp_seconds", "When the last diagnose finished (Unix time).", "gauge"),
+    )}
+    current = result["by_kind"]
+    for name, kind in KINDS.items():
+        labels = {"kind": name, "severity": kind.severity}
+        fams["findings_total"].add(int(result["totals"].get(name, 0)), **labels)
+        fams["finding_last_timestamp_seconds"].add(float(result["newest_by_kind"].get(name, 0.0)), kind=name)
+        fams["findings_current"].add(int(current.get(name, 0)), **labels)
+    fams["diagnose_last_run_timestamp_seconds"].add(finished)
+    return list(fams.values())
+
+
+def diagnose_text(result: dict, finished: float) -> str:
+    """The text of ``rayops_ray_diagnose.prom``."""
+    return render(diagnose_families(result, finished))
 
 
 def cleanup_succeeded(result: Optional[dict]) -> bool:

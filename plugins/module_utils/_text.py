@@ -14,6 +14,7 @@ plugins call it on the controller).
 
 from __future__ import annotations
 
+import time
 from typing import Optional, Sequence
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import printable
@@ -458,3 +459,60 @@ def cleanup_lines(result: dict, dry_run: bool) -> list:
         lines.append("docker prune: %s reclaimed" % format_bytes(result["docker_prune"]["reclaimed_bytes"]))
     lines.append("%s %s in total" % ("would free" if dry_run else "freed", format_bytes(result["freed_bytes"])))
     return lines
+
+
+def _clock(when: Optional[float]) -> str:
+    """A time of a finding as the node's local ``YYYY-MM-DD HH:MM``, ``-`` when unknown."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "-"
+
+
+def diagnose_lines(result: dict) -> list:
+    """``ray-maintenance diagnose``: a table of the findings (worst and newest first), then each one's evidence and
+    fix, then the summary."""
+    findings = result["findings"]
+    lines = []
+    if findings:
+        rows = [(f["severity"].upper(), f["kind"], f["target"], f["session"] or "live node", f["count"],
+                 f["new"] or "-", _clock(f["first"]), _clock(f["last"])) for f in findings]
+        lines += table(("severity", "kind", "target", "session", "count", "new", "first", "last"), rows,
+                       right=(4, 5))
+        for number, finding in enumerate(findings, 1):
+            lines.append("")
+            lines.append("%d. %s on %s: %s" % (number, finding["kind"], finding["target"], finding["summary"]))
+            if finding["detail"]:
+                lines.append("   now: %s" % finding["detail"])
+            if finding["processes"]:
+                lines.append("   processes: %s" % shorten("; ".join(finding["processes"])))
+            for item in finding["evidence"]:
+                lines.append("   %s:%d:" % (printable(item["file"]), item["line"]))
+                lines.append("     %s" % shorten(item["text"], 2 * REASON_WIDTH))
+            lines.append("   fix: %s" % finding["remedy"])
+        lines.append("")
+    for skipped in result["skipped"]:
+        lines.append("not read: %s: %s" % (printable(skipped["path"]), shorten(skipped["error"])))
+    for error in result["errors"]:
+        lines.append("error: %s: %s" % (error["target"], shorten(error["error"])))
+    lines.append(result["summary"])
+    return lines
+
+
+def diagnose_table(hosts: Sequence[dict]) -> list:
+    """The fleet table of ``ray_diagnose.yml``: a row per node with its findings by kind, the newest, the worst and
+    the worst finding's fix in one line. ``hosts``: ``{"host", "result" (ray_diagnose's), "unreachable",
+    "failure"}``."""
+    rows, statuses = [], []
+    for host in hosts:
+        result = host.get("result") or {}
+        if host.get("unreachable") or host.get("failure") or not result:
+            status, reason = node_outcome(host)
+            statuses.append(status)
+            rows.append((host["host"], status, "-", "-", "-", reason))
+            continue
+        worst = result["worst"] or "ok"
+        statuses.append("ok" if worst in ("ok", "info") else worst)
+        kinds = ", ".join("%s %d" % (kind, count) for kind, count in sorted(
+            result["by_kind"].items(), key=lambda item: (-item[1], item[0]))) or "-"
+        fix = shorten(result["findings"][0]["remedy"]) if result["findings"] else "-"
+        rows.append((host["host"], worst, kinds, _clock(result["newest"]), result["new"], fix))
+    lines = table(("host", "worst", "findings by kind", "newest", "new", "fix (of the worst)"), rows, right=(4,))
+    return ["Ray diagnose: fleet"] + lines + [footer(statuses, "see each node's findings above")]

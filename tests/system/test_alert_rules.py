@@ -31,6 +31,7 @@ TEMPLATE = os.path.join(REPO, "roles", "ray_cleanup", "templates", "ray_disk_ale
 DEFAULTS_FILE = os.path.join(REPO, "roles", "ray_cleanup", "defaults", "main.yml")
 STATIC_TESTS = os.path.join(REPO, "tests", "prometheus", "ray_disk_alerts.test.yml")
 GUARD_TESTS_FILE = os.path.join(REPO, "tests", "prometheus", "ray_disk_guard_alerts.test.yml")
+DIAGNOSE_TESTS_FILE = os.path.join(REPO, "tests", "prometheus", "ray_diagnose_alerts.test.yml")
 DOCS = os.path.join(REPO, "docs", "metrics.md")
 RULES_NAME = "ray_disk_alerts.rules.yml"  # the name the promtool test files load
 
@@ -47,13 +48,17 @@ ALERTS = {
     "RayPressureGuardDown": ("warning", None),
     "RayDeletedOpenFilesHoldSpace": ("warning", None),
     "RayInodesRunningOut": ("warning", None),
+    "RayDiskFullLogged": ("critical", None),
+    "RayWorkersOOMKilled": ("critical", None),
 }
 # Alerts whose `for` is fixed in the rules (the others use ray_cleanup_alert_for).
-FIXED_FOR = {"RayDiskPressureNotRelieved": "2m", "RayPressureGuardDown": "2m", "RayDeletedOpenFilesHoldSpace": "15m"}
+FIXED_FOR = {"RayDiskPressureNotRelieved": "2m", "RayPressureGuardDown": "2m", "RayDeletedOpenFilesHoldSpace": "15m",
+             "RayDiskFullLogged": "0m", "RayWorkersOOMKilled": "0m"}
 # What each alert's description tells to run on the node (the others: ray-maintenance cleanup --dry-run).
 RUNBOOK = {"RayDiskPressureNotRelieved": "ray-maintenance monitor",
            "RayPressureGuardDown": "systemctl status ray-maintenance-guard",
-           "RayDeletedOpenFilesHoldSpace": "ray-maintenance monitor"}
+           "RayDeletedOpenFilesHoldSpace": "ray-maintenance monitor",
+           "RayDiskFullLogged": "ray-maintenance diagnose", "RayWorkersOOMKilled": "ray-maintenance diagnose"}
 
 OVERRIDES = {
     "ray_cleanup_alert_tmp_warning_percent": "70",
@@ -230,6 +235,15 @@ def boundary_tests(thresholds):
                    series(heartbeat, {"instance": "at-limit:9100", "job": "node"}, "-60+60x10"),
                    series(heartbeat, {"instance": "fresh:9100", "job": "node"}, "0+60x10")]
 
+    # A failure Ray logged (diagnose's counter rises from 0 to 1 at 2m) fires at once, without pending; a node whose
+    # counter never moves does not.
+    logged = {"instance": "logged:9100", "job": "node"}
+    logged_series = [series("rayops_ray_findings_total", dict(node_labels, kind=kind, severity="critical"), values)
+                     for kind in ("disk_full", "oom_killed")
+                     for node_labels, values in ((logged, "0 0 1x5"), ({"instance": "calm:9100", "job": "node"}, "3x7"))]
+    logged_tests = [alerts_at(1, []), alerts_at(2, [alert_sample(name, "firing", logged)
+                                                    for name in ("RayDiskFullLogged", "RayWorkersOOMKilled")])]
+
     def group(name, input_series, promql_tests):
         return {"name": name, "interval": "1m", "input_series": input_series, "promql_expr_test": promql_tests}
 
@@ -250,6 +264,7 @@ def boundary_tests(thresholds):
             group("pressure not relieved", pressure_series, pending_then_firing(
                 pressure_for, 0, [("RayDiskPressureNotRelieved", pressed)])),
             group("guard down", down_series, pending_then_firing(down_for, 2, [("RayPressureGuardDown", stopped)])),
+            group("logged failures", logged_series, logged_tests),
         ],
     }
 
@@ -312,13 +327,19 @@ def test_promtool_unit_tests_of_every_alert(default_rules, tmp_path):
     guard_file = shutil.copy(GUARD_TESTS_FILE, str(tmp_path))
     rc, out = promtool("test", "rules", guard_file)
     assert rc == 0 and "SUCCESS" in out, out
+    diagnose_file = shutil.copy(DIAGNOSE_TESTS_FILE, str(tmp_path))
+    rc, out = promtool("test", "rules", diagnose_file)
+    assert rc == 0 and "SUCCESS" in out, out
 
     with open(STATIC_TESTS) as handle:
         firing, quiet = alertnames_tested_by(yaml.safe_load(handle))
     with open(GUARD_TESTS_FILE) as handle:
         guard_firing, guard_quiet = alertnames_tested_by(yaml.safe_load(handle))
+    with open(DIAGNOSE_TESTS_FILE) as handle:
+        diagnose_firing, diagnose_quiet = alertnames_tested_by(yaml.safe_load(handle))
     assert guard_firing == guard_quiet == GUARD_ALERTS
-    firing, quiet = firing | guard_firing, quiet | guard_quiet
+    assert diagnose_firing == diagnose_quiet == {"RayDiskFullLogged", "RayWorkersOOMKilled"}
+    firing, quiet = firing | guard_firing | diagnose_firing, quiet | guard_quiet | diagnose_quiet
     assert firing == set(rules_of(text)), "alerts never seen firing: %s" % (set(rules_of(text)) - firing)
     assert quiet == set(rules_of(text)), "alerts never seen quiet: %s" % (set(rules_of(text)) - quiet)
 

@@ -40,7 +40,8 @@ def install(where, venv):
     os.makedirs(lib)
     subprocess.run([sys.executable, BUILD, REPO, lib], check=True, capture_output=True, timeout=120)
     wrapper = os.path.join(str(where), "ray-maintenance")
-    variables = {"ray_cleanup_install_method": "venv", "ray_cleanup_venv_path": str(venv), "ray_cleanup_lib_dir": lib}
+    variables = {"ray_cleanup_install_method": "venv", "ray_cleanup_venv_path": str(venv), "ray_cleanup_lib_dir": lib,
+                 "_ray_cleanup_cli_version": "rayops.disk ray-maintenance.pyz (a test build)"}
     proc = run_ansible("ansible", "localhost", "-m", "ansible.builtin.template", "-a",
                        json.dumps({"src": TEMPLATE, "dest": wrapper, "mode": "0755"}), "-e", json.dumps(variables))
     assert proc.returncode == 0, proc.stdout + proc.stderr

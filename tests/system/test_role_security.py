@@ -79,6 +79,7 @@ def deploy(scratch, **variables):
         "_ray_cleanup_cron_file": os.path.join(node, "cron.d", "rayops-ray-maintenance"),
         "ray_cleanup_log_dir": os.path.join(node, "log"),
         "ray_cleanup_metrics_dir": os.path.join(node, "metrics"),
+        "ray_cleanup_diagnose_state_file": os.path.join(node, "state", "diagnose-state.json"),
         "ray_cleanup_bin_path": os.path.join(node, "bin", "ray-maintenance"),
         "ray_cleanup_config_path": os.path.join(node, "etc", "ray-maintenance.json"),
         "ray_cleanup_lib_dir": os.path.join(node, "lib"),

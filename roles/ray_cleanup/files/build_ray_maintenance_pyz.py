@@ -14,10 +14,10 @@ their import names (``ansible_collections/rayops/disk/plugins/module_utils/``, e
 The archive is byte-for-byte reproducible, so a deploy that changes nothing copies nothing: entries in sorted
 order, every timestamp 1980-01-01, mode 0644, no compression (a deflated stream depends on the zlib build of the
 controller; stored entries do not), no extra fields. Its identity is ``<collection version>+<sha256 of the archive,
-12 hex digits>``; ``OUTPUT_DIR/VERSION`` says it in one line, for the node and for ``--diff``.
+12 hex digits>`` (``label``), which the role writes into the ``ray-maintenance`` command's comment for ``--diff``.
 
 Without ``OUTPUT_DIR`` it builds into a new private temp dir (``rayops-disk-cli.*``), which the caller removes.
-Prints one JSON object: ``{"dir": ..., "pyz": ..., "version_file": ..., "version": ..., "sha256": ..., "label": ...}``.
+Prints one JSON object: ``{"dir": ..., "pyz": ..., "version": ..., "sha256": ..., "label": ...}``.
 Standard library only (PyYAML for galaxy.yml when present), so any controller's Python runs it.
 """
 
@@ -41,7 +41,6 @@ except ImportError:  # another Python (a test): galaxy.yml's top-level scalars a
 
 PACKAGE = ("ansible_collections", "rayops", "disk", "plugins", "module_utils")
 PYZ_NAME = "ray-maintenance.pyz"
-VERSION_NAME = "VERSION"
 EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 MAIN = '''\
 # ray-maintenance, the node CLI of {collection} {version} (built by the role ray_cleanup).
@@ -122,17 +121,14 @@ def write(path: str, data: bytes) -> None:
 
 
 def build(collection: str, output: str) -> dict:
-    """Build the zipapp and its VERSION file in ``output``; what was built."""
+    """Build the zipapp in ``output``; what was built."""
     collection_name, version = collection_info(collection)
     data = archive(entries(collection, (collection_name, version)))
     digest = hashlib.sha256(data).hexdigest()
     label = "%s+%s" % (version, digest[:12])
     pyz = os.path.join(output, PYZ_NAME)
-    version_file = os.path.join(output, VERSION_NAME)
     write(pyz, data)
-    write(version_file, ("%s %s %s (sha256 %s)\n" % (collection_name, PYZ_NAME, label, digest)).encode("ascii"))
-    return {"dir": output, "pyz": pyz, "version_file": version_file, "version": version, "sha256": digest,
-            "label": label}
+    return {"dir": output, "pyz": pyz, "version": version, "sha256": digest, "label": label}
 
 
 def main(argv: list) -> int:

@@ -68,9 +68,7 @@ def test_the_zipapp_is_reproducible_and_holds_module_utils_under_their_import_na
     with open(first["pyz"], "rb") as one, open(second["pyz"], "rb") as other:
         data = one.read()
         assert data == other.read()
-    with open(first["version_file"]) as one, open(second["version_file"]) as other:
-        version_line = one.read()
-        assert version_line == other.read()
+    assert (first["label"], first["sha256"]) == (second["label"], second["sha256"])
 
     with zipfile.ZipFile(first["pyz"]) as pyz:
         infos = pyz.infolist()
@@ -96,7 +94,6 @@ def test_the_zipapp_is_reproducible_and_holds_module_utils_under_their_import_na
     digest = hashlib.sha256(data).hexdigest()
     assert (first["version"], first["sha256"]) == (galaxy_version(), digest)
     assert first["label"] == "%s+%s" % (galaxy_version(), digest[:12])
-    assert version_line == "rayops.disk ray-maintenance.pyz %s (sha256 %s)\n" % (first["label"], digest)
     assert os.stat(first["pyz"]).st_mode & 0o777 == 0o644
 
 
@@ -196,6 +193,7 @@ def deploy(tmp_path, run, prefix, *args, check=False, **variables):
             "ray_cleanup_lib_dir": str(prefix / "lib"), "ray_cleanup_bin_path": str(prefix / "bin" / "ray-maintenance"),
             "ray_cleanup_config_path": str(prefix / "etc" / "ray-maintenance.json"),
             "ray_cleanup_log_dir": str(prefix / "log"), "ray_cleanup_metrics_dir": str(prefix / "metrics"),
+            "ray_cleanup_diagnose_state_file": str(prefix / "state" / "diagnose-state.json"),
             "ray_cleanup_venv_path": str(prefix / "venv"),
             "ray_cleanup_ray_env_files": [{"path": str(prefix / "env" / "ray.env"), "format": "env"}]}
     node.update(variables)
@@ -228,11 +226,10 @@ def test_install_upgrade_and_a_refused_config_for_real(tmp_path):
     results, proc = deploy(tmp_path, "first", prefix)
     assert failure(results) is None, failure(results) + proc.stdout
     lib = prefix / "lib"
-    assert sorted(os.listdir(str(lib))) == ["VERSION", "ray-maintenance.pyz"]  # the old tree is gone
+    assert sorted(os.listdir(str(lib))) == ["ray-maintenance.pyz"]  # the old tree and VERSION file are gone
     digest = hashlib.sha256((lib / "ray-maintenance.pyz").read_bytes()).hexdigest()
-    installed_version = (lib / "VERSION").read_text()
-    assert installed_version == "rayops.disk ray-maintenance.pyz %s+%s (sha256 %s)\n" % (
-        galaxy_version(), digest[:12], digest)
+    installed_version = "# rayops.disk ray-maintenance.pyz %s+%s (sha256 %s)" % (galaxy_version(), digest[:12], digest)
+    assert installed_version in (prefix / "bin" / "ray-maintenance").read_text().splitlines()  # names the build
     with zipfile.ZipFile(str(lib / "ray-maintenance.pyz")) as pyz:
         assert PACKAGE + "_cli.py" in pyz.namelist()
     wrapper = (prefix / "bin" / "ray-maintenance").read_text()
@@ -267,17 +264,21 @@ def test_install_upgrade_and_a_refused_config_for_real(tmp_path):
 
     # An upgrade: another build on the node. The dry run's diff says which version replaces which; the real run
     # checks the config it keeps with the new CLI.
-    (lib / "VERSION").write_text("rayops.disk ray-maintenance.pyz 0.0.1+000000000000 (sha256 0)\n")
+    wrapper_path = prefix / "bin" / "ray-maintenance"
+    wrapper_path.write_text(wrapper_path.read_text().replace(installed_version,
+                                                             "# rayops.disk ray-maintenance.pyz 0.0.1+000000000000 (sha256 0)"))
+    (lib / "VERSION").write_text("rayops.disk ray-maintenance.pyz 0.0.1+000000000000 (sha256 0)\n")  # the last release's
     with open(str(lib / "ray-maintenance.pyz"), "ab") as handle:
         handle.write(b"\0")
     results, proc = deploy(tmp_path, "upgrade-dry", prefix, "--diff", check=True)
     assert failure(results) is None, failure(results)
-    assert changed(results) == ["Install the CLI (ray-maintenance.pyz)",
-                                "Record the CLI's version (--diff shows which replaces which)"]
-    diff = task(results, "Record the CLI's version (--diff shows which replaces which)")["diff"]
+    assert changed(results) == ["Install the CLI (ray-maintenance.pyz)", "Install the ray-maintenance command",
+                                "Remove what an older release installed in the library directory"]
+    diff = task(results, "Install the ray-maintenance command")["diff"]
     diff = diff[0] if isinstance(diff, list) else diff
-    assert (diff["before"], diff["after"]) == ("rayops.disk ray-maintenance.pyz 0.0.1+000000000000 (sha256 0)\n",
-                                               installed_version)
+    removed = [line for line in diff["before"].splitlines() if line not in diff["after"].splitlines()]
+    added = [line for line in diff["after"].splitlines() if line not in diff["before"].splitlines()]
+    assert (removed, added) == (["# rayops.disk ray-maintenance.pyz 0.0.1+000000000000 (sha256 0)"], [installed_version])
     assert task(results, "Ask the CLI whether it accepts the config (check mode)")["rc"] == 0
     results, proc = deploy(tmp_path, "upgrade", prefix)
     assert failure(results) is None, failure(results)

@@ -214,6 +214,7 @@ def run_role(tmp_path, hosts, *args):
             "ray_cleanup_lib_dir": str(prefix / "lib"), "ray_cleanup_bin_path": str(prefix / "bin" / "ray-maintenance"),
             "ray_cleanup_config_path": str(prefix / "etc" / "ray-maintenance.json"),
             "ray_cleanup_log_dir": str(prefix / "log"), "ray_cleanup_metrics_dir": str(prefix / "metrics"),
+            "ray_cleanup_diagnose_state_file": str(prefix / "state" / "diagnose-state.json"),
             "ray_cleanup_venv_path": str(prefix / "venv"),
             "ray_cleanup_ray_env_files": [{"path": str(prefix / "env" / "ray.env"), "format": "env"}],
             "ray_cleanup_prometheus_rules_dir": str(prefix / "rules")}
