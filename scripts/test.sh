@@ -51,7 +51,7 @@ rm -rf "/tmp/pytest-of-$(id -un)"
 
 stage yamllint yamllint --strict .
 stage ansible-lint ansible-lint
-stage ansible-doc bash -c "ansible-doc rayops.disk.ray_tmp_usage rayops.disk.ray_worker_cleanup rayops.disk.ray_log_config >/dev/null && ansible-doc -t role rayops.disk.ray_cleanup >/dev/null && ansible-doc -t filter rayops.disk.ray_cleanup_table rayops.disk.ray_report_table rayops.disk.ray_node_report rayops.disk.ray_node_outcome >/dev/null"
+stage ansible-doc bash -c "ansible-doc rayops.disk.ray_tmp_usage rayops.disk.ray_worker_cleanup rayops.disk.ray_log_config rayops.disk.ray_diagnose rayops.disk.ray_node_info >/dev/null && ansible-doc -t role rayops.disk.ray_cleanup >/dev/null && ansible-doc -t filter rayops.disk.ray_cleanup_table rayops.disk.ray_report_table rayops.disk.ray_node_report rayops.disk.ray_node_outcome rayops.disk.ray_diagnose_table rayops.disk.ray_node_findings >/dev/null"
 stage galaxy-build ansible-galaxy collection build --force --output-path .build/dist
 stage sanity in_test_copy ansible-test sanity --python 3.11 --color no
 stage units in_test_copy ansible-test units --python 3.11 --local --color no

@@ -135,27 +135,30 @@ class Reading:
     grep: str
     files: int = 0
     bytes: int = 0
-    skipped: list = field(default_factory=list)
+    not_read: list = field(default_factory=list)
 
 
-def _session_dirs(tree, root: str, cutoff: float) -> list:
-    """``(session name, logs dir)`` of each session under a temp root whose logs changed since ``cutoff``."""
+def _session_dirs(tree, root: str, cutoff: float, live: set) -> tuple:
+    """``([(session name, logs dir)], every session's name)`` under a temp root, or None when it cannot be
+    listed: the sessions to read are those live (``live``: their names; a log that grows changes no directory's
+    time) or whose logs dir changed since ``cutoff`` (a file came or went)."""
     try:
         fd = tree.open_dir(root)
     except OSError:
-        return []
+        return None
     try:
-        found = []
+        found, names = [], set()
         for name in sorted(os.listdir(fd)):
             if not session_started(name):
                 continue
+            names.add(name)
             try:
                 st = os.lstat(os.path.join(name, "logs"), dir_fd=fd)
             except OSError:
                 continue
-            if stat.S_ISDIR(st.st_mode) and st.st_mtime >= cutoff:
+            if stat.S_ISDIR(st.st_mode) and (st.st_mtime >= cutoff or name in live):
                 found.append((name, os.path.join(root, name, "logs")))
-        return found
+        return found, names
     finally:
         os.close(fd)
 
@@ -167,7 +170,7 @@ def read_session(slot: Slot, session: str, logs_dir: str, owners: frozenset, sta
     try:
         dir_fd = tree.open_dir(logs_dir)
     except OSError as exc:
-        reading.skipped.append({"path": tree.host_path(logs_dir), "error": exc.strerror or str(exc)})
+        reading.not_read.append({"path": tree.host_path(logs_dir), "error": exc.strerror or str(exc)})
         return
     try:
         for name in sorted(os.listdir(dir_fd)):
@@ -180,7 +183,7 @@ def read_session(slot: Slot, session: str, logs_dir: str, owners: frozenset, sta
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode):  # a link, fifo or device a local user planted: never opened
-                reading.skipped.append({"path": tree.host_path("%s/%s" % (logs_dir, name)), "error": "%s is %s, not a "
+                reading.not_read.append({"path": tree.host_path("%s/%s" % (logs_dir, name)), "error": "%s is %s, not a "
                                         "regular file: not opened" % (name, _file_type(st.st_mode))})
                 continue
             if st.st_mtime < cutoff and key not in state.marks:
@@ -204,7 +207,7 @@ def _read_log(slot: Slot, session: str, path: str, name: str, dir_fd: int, owner
     try:
         fd = open_regular(name, dir_fd=dir_fd, owners=owners)
     except (UnsafePath, OSError) as exc:
-        reading.skipped.append({"path": slot.target.tree.host_path(path), "error": str(exc)})
+        reading.not_read.append({"path": slot.target.tree.host_path(path), "error": str(exc)})
         return
     try:
         st = os.fstat(fd)
@@ -213,7 +216,7 @@ def _read_log(slot: Slot, session: str, path: str, name: str, dir_fd: int, owner
         try:
             hits = list(reader.hits())  # a few lines: the rare ones that hold a needle
         except OSError as exc:
-            reading.skipped.append({"path": slot.target.tree.host_path(path), "error": str(exc)})
+            reading.not_read.append({"path": slot.target.tree.host_path(path), "error": str(exc)})
             return
         for hit in hits:
             signature = classify(name, signatures, hit.text)
@@ -363,7 +366,7 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
     live = []
     node = node_targets(options.usage, docker, host=True)
     errors = [{"target": "docker", "error": node.containers_error}] if node.containers_error else []
-    seen_sessions = set()
+    sessions = {}  # (target, temp root) listed -> the names of its sessions
     held = None
     for slot in node.slots:
         enter(slot)
@@ -376,8 +379,12 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
                           slot_options.ray_uids)
         owners = frozenset({0}) | slot_options.ray_uids | frozenset(proc.uid for proc in layout.trusted)
         for root in layout.temp_roots:
-            for session, logs_dir in _session_dirs(slot.target.tree, root, cutoff):
-                seen_sessions.add((slot.name, session))
+            live_here = {name for (live_root, name) in layout.live_sessions if live_root == root}
+            listed = _session_dirs(slot.target.tree, root, cutoff, live_here)
+            if listed is None:
+                continue
+            sessions[(slot.name, root)] = listed[1]
+            for session, logs_dir in listed[0]:
                 read_session(slot, session, logs_dir, owners, state, cutoff, reading)
         if not options.live:
             continue
@@ -395,20 +402,20 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
         if deleted["bytes"] >= DELETED_OPEN_SHOWN:
             finding("deleted_open", "%s held open by %d process(es) in %d deleted file(s)" % (
                 format_bytes(deleted["bytes"]), len(deleted["processes"]), deleted["files"]))
-    _forget_gone(state, node, seen_sessions)
+    _forget_gone(state, sessions)
     if save and options.state_file is not None:
         state.save(options.state_file, now)
     return report(state, live, reading, errors, cutoff)
 
 
-def _forget_gone(state: State, node, seen_sessions: set) -> None:
-    """Drop the marks of logs whose sessions were not seen this run (cleaned up, or older than the window)."""
-    names = {slot.name for slot in node.slots if slot.status is None}
+def _forget_gone(state: State, sessions: dict) -> None:
+    """Drop the marks of logs whose session is gone from a temp root listed this run (cleaned up). A session only
+    outside the window keeps its marks: read again later, it would count its events twice."""
     for key in list(state.marks):
         target, _sep, path = key.partition(":")
-        parts = path.split("/")
-        session = next((part for part in parts if part.startswith("session_")), None)
-        if target in names and (target, session) not in seen_sessions:
+        root, _sep, rest = path.partition("/session_")
+        names = sessions.get((target, root))
+        if names is not None and "session_" + rest.split("/", 1)[0] not in names:
             del state.marks[key]
 
 
@@ -424,7 +431,7 @@ def report(state: State, live: list, reading: Reading, errors: list, cutoff: flo
     return {"findings": findings, "by_kind": by_kind, "new": sum(finding.new for finding in shown), "worst": worst,
             "newest": max((finding.last for finding in shown if finding.last), default=None),
             "totals": dict(state.totals), "newest_by_kind": dict(state.newest), "files_read": reading.files,
-            "bytes_read": reading.bytes, "skipped": reading.skipped, "errors": errors,
+            "bytes_read": reading.bytes, "not_read": reading.not_read, "errors": errors,
             "summary": summary(findings)}
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from typing import Optional
 
 CRON_DAEMONS = frozenset(("/usr/sbin/cron", "/usr/sbin/crond"))
@@ -27,6 +28,9 @@ PROBE_TIMEOUT = 30
 """Seconds a program run here (dpkg-query, the Ray version probe) may take."""
 RAY_VERSION_CODE = "import importlib.metadata as m; print(m.version('ray'))"
 """What the Python Ray is installed in is asked: the installed package's metadata only, Ray is not imported."""
+OS_FAMILIES = (("debian", "Debian"), ("rhel", "RedHat"), ("fedora", "RedHat"), ("centos", "RedHat"),
+               ("suse", "Suse"), ("arch", "Archlinux"), ("alpine", "Alpine"))
+"""os-release ``ID``/``ID_LIKE`` words and the family Ansible names (``ansible_facts['os_family']``)."""
 
 
 def path_state(path: str) -> dict:
@@ -102,11 +106,41 @@ def ray_version(python: str, user: str) -> dict:
     return {"version": said[:64], "error": None}
 
 
-def node_info(paths: list, packages: list, ray_python: Optional[str] = None, ray_user: Optional[str] = None) -> dict:
-    """Everything the module returns: ``paths`` (path -> its state), ``packages``, ``pid1``, ``cron_running`` and,
-    when ``ray_python`` is given, ``ray_version``."""
+def os_family(os_release: str = "/etc/os-release") -> str:
+    """The OS family as Ansible names it, from os-release's ``ID`` and ``ID_LIKE``; ``ID`` itself (or "unknown")
+    for another."""
+    fields = {}
+    try:
+        with open(os_release, "rb") as handle:
+            for line in handle.read(1 << 16).decode("utf-8", "replace").splitlines():
+                key, _sep, value = line.partition("=")
+                fields[key.strip()] = value.strip().strip("\"'")
+    except OSError:
+        return "unknown"
+    words = [fields.get("ID", "")] + fields.get("ID_LIKE", "").split()
+    for word in words:
+        for like, family in OS_FAMILIES:
+            if word == like or word.startswith(like):
+                return family
+    return fields.get("ID") or "unknown"
+
+
+def facts(systemd_canary: str, pid1: str) -> dict:
+    """What a play's ``setup`` would say of the OS family, the service manager and this Python, for a role that
+    gathers nothing else: systemd when its canary dir is there (``sd_booted(3)``), else what runs as PID 1."""
+    booted = path_state(systemd_canary)
+    manager = "systemd" if booted.get("isdir") and not booted.get("islnk") else (pid1 or "unknown")
+    return {"os_family": os_family(), "service_mgr": manager, "python": {"executable": sys.executable}}
+
+
+def node_info(paths: list, packages: list, ray_python: Optional[str] = None, ray_user: Optional[str] = None,
+              systemd_canary: Optional[str] = None) -> dict:
+    """Everything the module returns: ``paths`` (path -> its state), ``packages``, ``pid1``, ``cron_running``;
+    with ``ray_python``, ``ray_version``; with ``systemd_canary``, ``ansible_facts`` (``facts()``)."""
     info = {"paths": {path: path_state(path) for path in paths}, "packages": installed_packages(packages),
             "pid1": pid1_name(), "cron_running": cron_running()}
     if ray_python:
         info["ray_version"] = ray_version(ray_python, ray_user or "root")
+    if systemd_canary:
+        info["ansible_facts"] = facts(systemd_canary, info["pid1"])
     return info

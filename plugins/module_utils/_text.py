@@ -488,8 +488,8 @@ def diagnose_lines(result: dict) -> list:
                 lines.append("     %s" % shorten(item["text"], 2 * REASON_WIDTH))
             lines.append("   fix: %s" % finding["remedy"])
         lines.append("")
-    for skipped in result["skipped"]:
-        lines.append("not read: %s: %s" % (printable(skipped["path"]), shorten(skipped["error"])))
+    for item in result["not_read"]:
+        lines.append("not read: %s: %s" % (printable(item["path"]), shorten(item["error"])))
     for error in result["errors"]:
         lines.append("error: %s: %s" % (error["target"], shorten(error["error"])))
     lines.append(result["summary"])

@@ -56,8 +56,8 @@ options:
     description:
       - A file (root's, C(0600)) remembering where each log was read to, the findings and the totals per kind; a run
         reads only the lines written since the last one. Without it every run reads the window again.
-      - Share it with C(ray-maintenance diagnose --state) (the role's cron uses C(/var/lib/rayops/diagnose-state.json)):
-        an event is then counted once, whichever reads it first.
+      - Share it with C(ray-maintenance diagnose --state) (the role's cron uses C(/var/lib/rayops/diagnose-state.json))
+        and an event is counted once, whichever reads it first.
     type: path
   live:
     description: Also look at the live node (open files, memory, C(/dev/shm), disks, deleted files held open).
@@ -89,7 +89,7 @@ requirements:
   - grep (C(/usr/bin) or C(/bin)), which finds the candidate lines of each log at its own speed
 notes:
   - Every log is opened inside its target's root, never through a symlink, and only when it is a regular file owned
-    by root, a user of O(ray_users) or the user a trusted Ray process runs as; any other is listed in RV(skipped).
+    by root, a user of O(ray_users) or the user a trusted Ray process runs as; any other is listed in RV(not_read).
   - Ray 2.53 and later write a full disk mostly to the driver's output (and Ray Jobs' C(job-driver-*.log)), not to
     the session's own logs, which are on the full disk; their C(fs_monitor) line in C(raylet.out) still shows it.
 """
@@ -168,7 +168,7 @@ bytes_read:
   returned: always
   type: int
   sample: 1527154
-skipped:
+not_read:
   description: Logs or log dirs not read, and why (a symlink, another user's file, a fifo...).
   returned: always
   type: list

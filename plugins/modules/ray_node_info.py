@@ -52,6 +52,17 @@ options:
     description: The user O(ray_python) is run as (C(runuser)), never root unless given; the user that runs Ray.
     type: str
     default: root
+  gather_facts:
+    description:
+      - Also set the facts C(os_family) (from C(/etc/os-release)), C(service_mgr) (C(systemd) when O(systemd_canary)
+        is a directory, as C(sd_booted(3)) asks, else the name of PID 1) and C(python.executable) - what the role
+        needs of C(setup), without its cost. Only when the play has not gathered them.
+    type: bool
+    default: false
+  systemd_canary:
+    description: The directory systemd makes when it runs the node.
+    type: path
+    default: /run/systemd/system
 notes:
   - A cron daemon is one that runs as root from C(/usr/sbin/cron) or C(/usr/sbin/crond), not any process of that
     name - any local user can start a process called C(cron).
@@ -99,6 +110,11 @@ cron_running:
   returned: always
   type: bool
   sample: true
+ansible_facts:
+  description: With O(gather_facts), the OS family, the service manager and the Python running the module.
+  returned: when O(gather_facts=true)
+  type: dict
+  sample: {os_family: Debian, service_mgr: systemd, python: {executable: /usr/bin/python3}}
 ray_version:
   description: Ray's version as O(ray_python) says it, or null and why not.
   returned: when O(ray_python) is given
@@ -124,6 +140,8 @@ ARGUMENT_SPEC = dict(
     packages=dict(type="list", elements="str", default=[]),
     ray_python=dict(type="path"),
     ray_user=dict(type="str", default="root"),
+    gather_facts=dict(type="bool", default=False),
+    systemd_canary=dict(type="path", default="/run/systemd/system"),
 )
 
 
@@ -131,7 +149,8 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     module.exit_json(changed=False, **node_info(params["paths"], params["packages"], params["ray_python"],
-                                                params["ray_user"]))
+                                                params["ray_user"],
+                                                params["systemd_canary"] if params["gather_facts"] else None))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 
 import pytest
@@ -31,6 +32,7 @@ from ansible_collections.rayops.disk.tests.system.sshfleet import (
 )
 
 PLAYBOOK = "playbooks/ray_disk_report.yml"
+DIAGNOSE_COLUMNS = ("host", "worst", "findings by kind", "newest", "new", "fix (of the worst)")
 SIZE_COLUMNS = ("free", "tmp", "freeable", "held open")
 MEASURED = ("node-idle", "node-busy")
 OLD_LITTER = {"ray_tmp_1/pkg.zip": 6 << 20, "pip-build-2/setup.py": 1 << 20}
@@ -115,6 +117,29 @@ def test_report_over_ssh_lists_every_node_with_its_status_and_fails(ssh_fleet, h
     assert rows["node-idle"]["freeable"] == rows["node-busy"]["freeable"] == "0 B", shown
     assert "4 node(s): " in table.footer, shown
     assert "10.0.0." not in proc.stdout
+
+    # playbooks/ray_diagnose.yml on the same fleet (one fleet for both: CI time): node-idle has a stale Ray session
+    # whose GCS logged two workers dying; node-busy none; node-bare and node-dead say why they were not read.
+    logs = "/tmp/ray/session_2026-12-06_11-00-00_000000_1/logs"
+    died = ("[%s,200 W 6033 6033] (gcs_server) gcs_worker_manager.cc:58: Reporting worker exit, worker id = %s, "
+            "node id = %s, address = 127.0.0.1, exit_type = SYSTEM_ERROR, exit_detail = Worker unexpectedly exits "
+            "with a connection error code 2. End of file.")
+    lines = [died % (time.strftime("%Y-%m-%d %H:%M:%S"), str(index) * 56, "0" * 56) for index in (1, 2)]
+    ssh_fleet.shell("node-idle", "mkdir -p %s && printf '%%s\\n' %s > %s/gcs_server.out" % (
+        logs, " ".join(shlex.quote(line) for line in lines), logs))
+    proc = run_ansible("ansible-playbook", "-i", ssh_fleet.inventory(), "playbooks/ray_diagnose.yml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # a node unreachable, one failed
+    table = parse_table(proc.stdout, "Ray diagnose", DIAGNOSE_COLUMNS)
+    shown = table.text()
+    rows = table.rows
+    assert list(rows) == list(HOSTS), shown
+    assert {host: row["worst"] for host, row in rows.items()} == {
+        "node-idle": "warning", "node-busy": "ok", "node-bare": "failed", "node-dead": "unreachable"}, shown
+    assert (rows["node-idle"]["findings by kind"], rows["node-idle"]["new"]) == ("worker_died 2", "2"), shown
+    assert rows["node-idle"]["fix (of the worst)"].startswith("Read the worker's .err log"), shown
+    assert rows["node-busy"]["findings by kind"] == "-" and "psutil" in rows["node-bare"]["fix (of the worst)"], shown
+    assert "No route to host" in rows["node-dead"]["fix (of the worst)"], shown
+    assert "%s/gcs_server.out:2:" % logs in proc.stdout and lines[1][:80] in proc.stdout  # node-idle's evidence
 
 
 def test_freeable_over_ssh_is_what_cleanup_then_frees_with_the_same_rules(ssh_fleet):

@@ -242,8 +242,9 @@ def test_install_upgrade_and_a_refused_config_for_real(tmp_path):
     assert task(results, "Check the config with the new CLI").get("false_condition") == \
         "_ray_cleanup_config_file is not changed"  # it was written, and validated
     built = task(results, "Build ray-maintenance.pyz from this collection's module_utils, on the controller")
-    build_dir = json.loads(built["stdout"])["dir"]
-    assert os.path.basename(build_dir).startswith("rayops-disk-cli.") and not os.path.exists(build_dir)  # removed
+    build_dir = built["ansible_facts"]["_ray_cleanup_build"]["dir"]
+    assert os.path.basename(build_dir).startswith("rayops-disk-cli-") and "/ansible-local-" in build_dir
+    assert not os.path.exists(build_dir)  # Ansible removed its temporary directory of the run
 
     # Again, and as a dry run: nothing changes.
     results, _proc = deploy(tmp_path, "second", prefix)

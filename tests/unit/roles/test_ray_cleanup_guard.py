@@ -220,7 +220,7 @@ def test_preflight_says_once_that_the_guard_needs_systemd(tmp_path):
     assert "nothing else cleans under pressure (ray_cleanup_cron_enabled is false)" in said["openrc-no-cron"]
     # Each host is looked at once, the unit's path with the rest (one round trip).
     for host in hosts:
-        looked, = results_of(ran[host], "Look at the node (paths, packages, PID 1, cron, Ray's version)")
+        looked, = results_of(ran[host], "Look at the node (paths, packages, PID 1, cron, Ray's version; the facts the role needs)")
         assert looked["paths"][UNIT_PATH] == {"exists": False}, looked
 
 

@@ -316,7 +316,7 @@ def test_unusual_valid_settings_pass_preflight(tmp_path):
     assert failure(results) is None, failure(results)
     assert results[-1][1] == "Tell that the pressure guard needs systemd", results[-1]  # preflight's last task: it ran
     looked, = [result for _path, task, result in results
-               if task == "Look at the node (paths, packages, PID 1, cron, Ray's version)"]
+               if task == "Look at the node (paths, packages, PID 1, cron, Ray's version; the facts the role needs)"]
     assert "ray_version" not in looked, looked  # ray_cleanup_ray_version is given: Ray's Python is not asked
 
 

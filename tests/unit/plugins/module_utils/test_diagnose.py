@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import stat
+import time
 
 import pytest
 
@@ -76,6 +79,12 @@ RAY_LINES = {
 }
 
 
+# Written now (the lines' own times say when an event happened, and a finding shows within since_hours of it).
+_NOW = time.strftime("%Y-%m-%d %H:%M:%S").encode("ascii")
+RAY_LINES = {name: [(kind, re.sub(rb"2026-12-06 \d\d:\d\d:\d\d", _NOW, line)) for kind, line in lines]
+             for name, lines in RAY_LINES.items()}
+
+
 def session(tmp_path, name="session_2026-12-06_11-00-00_000000_1", files=None):
     """A Ray temp root holding one session whose logs are ``files`` (name -> lines)."""
     logs = tmp_path / "ray" / name / "logs"
@@ -107,7 +116,7 @@ def test_each_signature_counts_the_lines_ray_writes_once(run_module, tmp_path):
     assert worker["processes"] == ["worker 6da46f14896e"] and worker["severity"] == "warning"
     assert worker["first"] == line_time(RAY_LINES["gcs_server.out"][0][1]) and worker["new"] == 1
     assert result["worst"] == "critical" and result["findings"][0]["severity"] == "critical"
-    assert result["skipped"] == [] and result["errors"] == []
+    assert result["not_read"] == [] and result["errors"] == []
 
 
 def test_a_second_run_reads_only_new_lines_and_reports_no_old_event_as_new(run_module, tmp_path):
@@ -186,9 +195,9 @@ def test_hostile_logs_are_never_opened(run_module, tmp_path):
     os.chown(str(logs / "worker-1-2-3.err"), 65534, 65534)
     result = run(run_module, tmp_path)
     assert result["findings"] == []
-    assert sorted(os.path.basename(item["path"]) for item in result["skipped"]) == [
+    assert sorted(os.path.basename(item["path"]) for item in result["not_read"]) == [
         "gcs_server.out", "raylet.out", "worker-1-2-3.err"]
-    why = {os.path.basename(item["path"]): item["error"] for item in result["skipped"]}
+    why = {os.path.basename(item["path"]): item["error"] for item in result["not_read"]}
     assert why["raylet.out"] == "raylet.out is a symlink, not a regular file: not opened"
     assert why["gcs_server.out"] == "gcs_server.out is a fifo, not a regular file: not opened"
     assert "owned by uid 65534" in why["worker-1-2-3.err"]
@@ -205,3 +214,20 @@ def test_bad_input_names_the_value_and_the_fix(run_module, tmp_path):
     assert result["msg"] == "since_hours 0.0 must be more than 0 and at most a year (8760); for example 24"
     result = fail_module(ray_diagnose.main, dict(args, state_file="relative/state.json"))
     assert "is not an absolute path" in result["msg"]
+
+
+def test_a_session_out_of_the_window_and_back_counts_its_events_once(run_module, tmp_path):
+    """Its marks stay while it exists (only a session cleaned up loses them): read again, nothing is counted twice."""
+    logs = session(tmp_path, files={"raylet.out": RAY_LINES["raylet.out"]})
+    state = str(tmp_path / "state.json")
+    first = run(run_module, tmp_path, state_file=state)
+    old = os.stat(str(logs)).st_mtime - 3 * 3600
+    os.utime(str(logs), (old, old))
+    os.utime(str(logs / "raylet.out"), (old, old))
+    assert run(run_module, tmp_path, state_file=state, since_hours=1)["new"] == 0  # out of the window
+    (logs / "new-file").write_text("")  # back in: the logs dir changed
+    back = run(run_module, tmp_path, state_file=state)
+    assert back["new"] == 0 and back["by_kind"] == first["by_kind"] and back["totals"] == first["totals"]
+    shutil.rmtree(str(logs.parent))  # cleaned up: its marks go, its findings stay a week
+    gone = run(run_module, tmp_path, state_file=state)
+    assert json.loads(open(state).read())["marks"] == {} and gone["by_kind"] == first["by_kind"]

@@ -8,6 +8,9 @@ a cron daemon trusted by who runs it and what it executes (not its name), Ray's 
 from __future__ import annotations
 
 import os
+import sys
+
+import pytest
 
 from ansible_collections.rayops.disk.plugins.module_utils import _node_info
 from ansible_collections.rayops.disk.plugins.modules import ray_node_info
@@ -70,3 +73,28 @@ def test_rays_version_is_asked_of_the_python_it_is_installed_in(run_module):
     without = run_module(ray_node_info.main, {"ray_python": "/usr/bin/python3", "ray_user": "nobody"})
     assert without["ray_version"]["version"] is None
     assert without["ray_version"]["error"].startswith("importlib.metadata.PackageNotFoundError"), without
+
+
+def test_the_facts_the_role_needs_come_with_the_look_when_asked(run_module, tmp_path):
+    canary = tmp_path / "run-systemd-system"
+    plain = run_module(ray_node_info.main, {"systemd_canary": str(canary)})
+    assert "ansible_facts" not in plain  # not asked: a play that gathered keeps its own
+    asked = run_module(ray_node_info.main, {"gather_facts": True, "systemd_canary": str(canary)})
+    assert asked["ansible_facts"] == {"os_family": "Debian", "service_mgr": asked["pid1"],
+                                      "python": {"executable": sys.executable}}
+    canary.mkdir()  # systemd runs the node (sd_booted: its canary is a directory)
+    booted = run_module(ray_node_info.main, {"gather_facts": True, "systemd_canary": str(canary)})
+    assert booted["ansible_facts"]["service_mgr"] == "systemd"
+
+
+@pytest.mark.parametrize("os_release, family", [
+    ('ID=ubuntu\nID_LIKE=debian\n', "Debian"),
+    ('ID="rocky"\nID_LIKE="rhel centos fedora"\n', "RedHat"),
+    ('ID=opensuse-leap\nID_LIKE="suse opensuse"\n', "Suse"),
+    ('ID=nixos\n', "nixos"),
+    ('', "unknown"),
+])
+def test_the_os_family_is_read_as_ansible_names_it(tmp_path, os_release, family):
+    path = tmp_path / "os-release"
+    path.write_text(os_release)
+    assert _node_info.os_family(str(path)) == family
