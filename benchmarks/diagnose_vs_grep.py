@@ -59,7 +59,7 @@ def make_logs(root: str, size: int) -> list:
             written, line = 0, 0
             while written < per_file:
                 block = []
-                for _ in range(20000):
+                for _line in range(20000):
                     line += 1
                     block.append(NOISE[line % len(NOISE)] % line)
                 block.append(FAILURES[line % len(FAILURES)] % line)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 from ansible_collections.rayops.disk.plugins.module_utils._deleted import deleted_open_files
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
@@ -43,8 +44,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._logscan import GrepMi
 from ansible_collections.rayops.disk.plugins.module_utils._node import deleted_open_on
 from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import discover, flag_value, session_started
+from ansible_collections.rayops.disk.plugins.module_utils._ray_version import describe_version, rotation_report
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets
-from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes
+from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes, parse_size
 
 STATE_VERSION = 1
 KEEP_FINDINGS_SECONDS = 7 * 86400
@@ -59,6 +61,12 @@ DEFAULT_MEMORY_THRESHOLD = 0.95
 """Ray's RAY_memory_usage_threshold when the raylet's environment does not set it."""
 DELETED_OPEN_SHOWN = 1 << 30
 """Bytes held by deleted files at which that is a finding."""
+KMSG = "/dev/kmsg"
+"""The kernel's log, read by root (the OOM killer's kills)."""
+KERNEL_OOM = re.compile(rb"(?:Memory cgroup out of memory|Out of memory): Killed process (\d+) \(([^)]*)\)")
+"""The kernel OOM killer's line, global or in a cgroup: the pid and the process's name (its title cut to 15 bytes)."""
+RAY_COMMS = (b"ray::", b"raylet", b"gcs_server")
+"""The names of Ray's processes as the kernel gives them."""
 
 
 @dataclass
@@ -70,6 +78,8 @@ class State:
     totals: dict = field(default_factory=dict)
     newest: dict = field(default_factory=dict)
     """Kind -> the time of its newest event ever."""
+    kernel: Optional[list] = None
+    """``[boot id, sequence number]`` of the last kernel log record read (``/dev/kmsg``)."""
 
     @classmethod
     def load(cls, path: Optional[str]) -> "State":
@@ -98,6 +108,9 @@ class State:
                 state.findings[(finding.target, finding.kind, finding.session)] = finding
         state.totals = {kind: int(count) for kind, count in (raw.get("totals") or {}).items() if kind in KINDS}
         state.newest = {kind: float(when) for kind, when in (raw.get("newest") or {}).items() if kind in KINDS}
+        kernel = raw.get("kernel")
+        if isinstance(kernel, list) and len(kernel) == 2 and isinstance(kernel[0], str) and isinstance(kernel[1], int):
+            state.kernel = kernel
         return state
 
     def save(self, path: str, now: float) -> None:
@@ -105,7 +118,8 @@ class State:
         findings = [finding.as_dict() for finding in self.findings.values()
                     if (finding.last or now) >= now - KEEP_FINDINGS_SECONDS]
         data = json.dumps({"version": STATE_VERSION, "marks": {key: mark.to_list() for key, mark in self.marks.items()},
-                           "findings": findings, "totals": self.totals, "newest": self.newest}, sort_keys=True)
+                           "findings": findings, "totals": self.totals, "newest": self.newest,
+                           "kernel": self.kernel}, sort_keys=True)
         directory = os.path.dirname(path) or "."
         temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -120,12 +134,16 @@ class State:
                 pass
             raise
 
-    def finding(self, target: str, kind: str, session: Optional[str]) -> Finding:
-        """The finding of this kind in this session of this target, made when it is the first."""
+    def record(self, target: str, kind: str, session: Optional[str], when: float, process: Optional[str],
+               evidence: Evidence) -> None:
+        """One event read now: into the finding of its kind, session and target (made when it is the first), the
+        totals and the newest time of its kind."""
         key = (target, kind, session)
         if key not in self.findings:
             self.findings[key] = Finding(kind, target, session)
-        return self.findings[key]
+        self.findings[key].add(when, process, evidence)
+        self.totals[kind] = self.totals.get(kind, 0) + 1
+        self.newest[kind] = max(self.newest.get(kind, 0.0), when)
 
 
 @dataclass
@@ -222,14 +240,63 @@ def _read_log(slot: Slot, session: str, path: str, name: str, dir_fd: int, owner
             signature = classify(name, signatures, hit.text)
             if signature is None:
                 continue
-            when = line_time(hit.text) or st.st_mtime
-            state.finding(slot.name, signature.kind, session).add(
-                when, process_of(hit.text, name), Evidence(path, hit.line, escaped(hit.text)))
-            state.totals[signature.kind] = state.totals.get(signature.kind, 0) + 1
-            state.newest[signature.kind] = max(state.newest.get(signature.kind, 0.0), when)
+            state.record(slot.name, signature.kind, session, line_time(hit.text) or st.st_mtime,
+                         process_of(hit.text, name), Evidence(path, hit.line, escaped(hit.text)))
         reading.files += 1
         reading.bytes += reader.end.offset - start.offset
         state.marks[key] = reader.end
+    finally:
+        os.close(fd)
+
+
+def _kmsg_records(fd: int) -> Iterator[tuple]:
+    """``(sequence number, microseconds since boot, message)`` of each record ``/dev/kmsg`` holds now (one read is
+    one record; the oldest ones may be overwritten while reading, then skipped)."""
+    while True:
+        try:
+            record = os.read(fd, 8192)
+        except BlockingIOError:  # read them all
+            return
+        except BrokenPipeError:  # overwritten since the last read: go on with the next one
+            continue
+        header, _sep, message = record.partition(b";")
+        fields = header.split(b",")
+        try:
+            yield int(fields[1]), int(fields[2]), message.split(b"\n", 1)[0]
+        except (IndexError, ValueError):
+            continue
+
+
+def read_kernel_log(state: State, reading: Reading, now: float) -> None:
+    """The kernel OOM killer's kills of Ray's processes (their names start ``ray::``, or raylet, gcs_server) since the
+    last record read, from the host's ``/dev/kmsg`` when it is readable: ``oom_killed`` findings of session
+    ``kernel``. Ray writes such a kill as any worker death (``SYSTEM_ERROR``): this tells it apart."""
+    try:
+        st = os.lstat(KMSG)
+        if not stat.S_ISCHR(st.st_mode) or st.st_uid != 0:
+            raise PermissionError(1, "%s is not the kernel's character device" % KMSG)
+        fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        reading.not_read.append({"path": KMSG, "error": "%s (the kernel OOM killer's kills are not looked for)"
+                                 % (exc.strerror or exc)})
+        return
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            boot_id = handle.read().decode("ascii", "replace").strip()
+        with open("/proc/uptime", "rb") as handle:
+            booted = now - float(handle.read().split()[0])
+        last = state.kernel[1] if state.kernel and state.kernel[0] == boot_id else -1
+        for seq, usec, message in _kmsg_records(fd):
+            if seq <= last:
+                continue
+            last = seq
+            killed = KERNEL_OOM.search(message)
+            if killed and killed.group(2).startswith(RAY_COMMS):
+                state.record("host", "oom_killed", "kernel", booted + usec / 1e6, "pid %s (%s)" % (
+                    killed.group(1).decode("ascii"), escaped(killed.group(2))), Evidence(KMSG, seq, escaped(message)))
+        state.kernel = [boot_id, last]
     finally:
         os.close(fd)
 
@@ -301,6 +368,19 @@ def _live(slot: Slot, finding, raylet, now: float) -> None:
     if store_bytes and shm["total_bytes"] < store_bytes:
         finding("shm_too_small", "/dev/shm holds %s, the object store is %s: give the container --shm-size=%dm or more"
                 % (format_bytes(shm["total_bytes"]), format_bytes(store_bytes), -(-store_bytes // (1 << 20))))
+
+
+def _rotation(slot: Slot, finding, layout) -> None:
+    """A finding when the running Ray does not rotate its logs as its options say (``rotation_max_bytes``,
+    ``rotation_backup_count``: what ray_log_config wrote), or was started without ``RAY_ROTATION_MAX_BYTES``."""
+    options = slot.options
+    describe_version(layout, slot.target.tree, options.ray_uids, options.ray_temp_dir)
+    max_bytes = None if options.rotation_max_bytes is None else parse_size(options.rotation_max_bytes,
+                                                                            "rotation_max_bytes")
+    report = rotation_report(layout.ray_version, layout.rotation, max_bytes, options.rotation_backup_count, slot.name,
+                             layout.version_error)
+    if report is not None and report["in_effect"] is False:
+        finding("log_rotation_off", report["message"])
 
 
 def _disks(slot: Slot, finding, paths: list, warning: float) -> list:
@@ -394,6 +474,7 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
 
         for raylet in (proc for proc in layout.trusted if proc.kind == "raylet"):
             _live(slot, finding, raylet, now)
+        _rotation(slot, finding, layout)
         disks = _disks(slot, finding, [slot_options.tmp_dir] + list(layout.temp_roots),
                        slot_options.thresholds["warning"])
         if held is None:
@@ -402,6 +483,7 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
         if deleted["bytes"] >= DELETED_OPEN_SHOWN:
             finding("deleted_open", "%s held open by %d process(es) in %d deleted file(s)" % (
                 format_bytes(deleted["bytes"]), len(deleted["processes"]), deleted["files"]))
+    read_kernel_log(state, reading, now)
     _forget_gone(state, sessions)
     if save and options.state_file is not None:
         state.save(options.state_file, now)
@@ -444,4 +526,3 @@ def summary(findings: list) -> str:
         if finding["kind"] not in kinds:
             kinds.append(finding["kind"])
     return "%d finding(s), worst %s: %s" % (len(findings), findings[0]["severity"], ", ".join(kinds))
-

@@ -84,6 +84,9 @@ KINDS = {kind.name: kind for kind in (
          "(docker run --shm-size, shm_size in compose), or lower --object-store-memory."),
     Kind("disk_pressure", "warning", "a disk Ray uses is nearly full",
          "Clean it (ray-maintenance cleanup, or --pressure now) and find what fills it (ray-maintenance monitor)."),
+    Kind("log_rotation_off", "warning", "Ray does not rotate its logs as configured",
+         "Ray reads RAY_ROTATION_* only when it starts: set them in the environment file Ray starts with "
+         "(rayops.disk.ray_log_config; the role's ray_cleanup_ray_env_files) and restart Ray."),
     Kind("deleted_open", "info", "deleted files still held open take disk space",
          "The space comes back when the processes holding them close them or exit (ray-maintenance monitor names "
          "them); a Ray log deleted by hand is the usual cause."),

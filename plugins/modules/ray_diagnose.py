@@ -15,12 +15,14 @@ description:
   - Reads the logs of Ray's sessions whose logs changed within O(since_hours), on the host and in each Ray worker
     container, for the failures Ray writes - a full disk (C(disk_full)), its file system monitor's warning
     (C(fs_monitor)), a C(runtime_env) that could not be set up (C(runtime_env_failed)), a worker killed for memory
-    (C(oom_killed)), a worker that died (C(worker_died)), an object whose owner died (C(owner_died)), open files
+    (C(oom_killed); also the kernel OOM killer's kills of Ray's processes in the host's C(/dev/kmsg), session
+    C(kernel)), a worker that died (C(worker_died)), an object whose owner died (C(owner_died)), open files
     exhausted (C(fd_exhausted)), the object store on disk for a small C(/dev/shm) (C(shm_fallback)), an ignored log
     setting (C(log_setting_ignored)).
   - Looks at the live node too - the raylet's open files against its limit (C(fd_near_limit), C(fd_limit_low)),
     memory against Ray's C(RAY_memory_usage_threshold) (C(memory_near_threshold)), C(/dev/shm) against the object
-    store (C(shm_too_small)), the disks (C(disk_pressure)), deleted files held open (C(deleted_open)).
+    store (C(shm_too_small)), Ray's log rotation against what C(ray_log_config) wrote (C(log_rotation_off)), the disks
+    (C(disk_pressure)), deleted files held open (C(deleted_open)).
   - Each finding has its kind, severity, count, first and last time, session, the processes its lines name, a few
     lines of evidence (file, line number, the line escaped) and the remedy in one or two sentences. Lines no
     signature knows are not findings.
@@ -35,6 +37,7 @@ author:
   - rayops.disk contributors (@rayops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rayops.disk.thresholds
   - rayops.disk.targets
 attributes:
   check_mode:
@@ -63,26 +66,16 @@ options:
     description: Also look at the live node (open files, memory, C(/dev/shm), disks, deleted files held open).
     type: bool
     default: true
-  thresholds:
+  rotation_max_bytes:
     description:
-      - Used percentages of a filesystem for the levels C(info), C(warning) and C(critical); a disk at or above
-        C(warning) (bytes or inodes) is a C(disk_pressure) finding.
-      - Each from 0 to 100, strictly increasing.
-    type: dict
-    default: {}
-    suboptions:
-      info:
-        description: Percentage for level C(info).
-        type: float
-        default: 80
-      warning:
-        description: Percentage for level C(warning).
-        type: float
-        default: 90
-      critical:
-        description: Percentage for level C(critical).
-        type: float
-        default: 95
+      - The C(RAY_ROTATION_MAX_BYTES) you configured (as given to M(rayops.disk.ray_log_config), for example C(1MB));
+        a running Ray without it is a C(log_rotation_off) finding - Ray reads it only when it starts.
+      - Not given, a Ray started without C(RAY_ROTATION_MAX_BYTES) above 0 at all is one.
+    type: str
+  rotation_backup_count:
+    description:
+      - The C(RAY_ROTATION_BACKUP_COUNT) you configured (1 or more), compared as O(rotation_max_bytes) is.
+    type: int
 requirements:
   - psutil
   - docker (Python SDK), only for containers
@@ -196,8 +189,9 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import UsageO
 from ansible_collections.rayops.disk.plugins.module_utils._targets import containers_wanted
 
 USAGE_NAMES = ("tmp_dir", "ray_temp_dir", "ray_users", "patterns", "containers", "container_name_filter",
-               "container_tmp_dir", "docker_host", "thresholds")
-"""The usage options it takes (doc fragment rayops.disk.targets, and thresholds): where Ray and its containers are."""
+               "container_tmp_dir", "docker_host", "thresholds", "rotation_max_bytes", "rotation_backup_count")
+"""The usage options it takes (doc fragment rayops.disk.targets, thresholds, the rotation configured): where Ray and
+its containers are, and what it should run with."""
 ARGUMENT_SPEC = dict(
     argument_spec(USAGE_NAMES),
     since_hours=dict(type="float", default=24.0),

@@ -37,6 +37,7 @@ requirements:
   - docker (the Python Docker SDK), only with O(containers=true)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rayops.disk.thresholds
   - rayops.disk.activity
   - rayops.disk.spill
   - rayops.disk.targets
@@ -54,25 +55,6 @@ attributes:
     platforms: posix
     details: Linux only (reads C(/proc)).
 options:
-  thresholds:
-    description:
-      - Used percentages of a filesystem at which RV(level) becomes C(info), C(warning) and C(critical).
-      - Each from 0 to 100, strictly increasing.
-    type: dict
-    default: {}
-    suboptions:
-      info:
-        description: Percentage for level C(info).
-        type: float
-        default: 80
-      warning:
-        description: Percentage for level C(warning).
-        type: float
-        default: 90
-      critical:
-        description: Percentage for level C(critical).
-        type: float
-        default: 95
   uv_cache_dir:
     description:
       - The uv cache to measure. Default C($UV_CACHE_DIR), else C(~/.cache/uv) of the user the module runs as.

@@ -31,7 +31,13 @@ import re
 import time
 
 from ansible_collections.rayops.disk.plugins.module_utils._text import diagnose_lines
-from ansible_collections.rayops.disk.tests.system.conftest import ansible_module, kill_tree
+from ansible_collections.rayops.disk.tests.system.conftest import (
+    RAY_IMAGE,
+    WORKER_IMAGE,
+    RayContainer,
+    ansible_module,
+    kill_tree,
+)
 
 FAILURES_DRIVER = r"""
 import os, resource, signal, sys, time
@@ -141,8 +147,8 @@ UNEXPECTED_EXITS = 3
 
 def diagnose(head, state_file):
     """ray_diagnose on the head's temp root, through Ansible; nothing unread, no target failing."""
-    result = ansible_module("rayops.disk.ray_diagnose", {"ray_temp_dir": head.temp_dir, "containers": False,
-                                                          "since_hours": 1, "state_file": state_file})
+    args = {"ray_temp_dir": head.temp_dir, "containers": False, "since_hours": 1, "state_file": state_file}
+    result = ansible_module("rayops.disk.ray_diagnose", args)
     assert result.get("failed") is not True, result
     assert result["errors"] == [] and result["not_read"] == [], result
     return result
@@ -333,9 +339,72 @@ def test_diagnose_names_each_failure_ray_wrote(any_ray_head, tmp_path):
 def test_a_node_without_ray_has_no_findings_and_no_errors(tmp_path):
     empty = tmp_path / "ray"
     empty.mkdir()
-    result = ansible_module("rayops.disk.ray_diagnose", {"ray_temp_dir": str(empty), "containers": False,
-                                                          "state_file": str(tmp_path / "state.json")})
+    args = {"ray_temp_dir": str(empty), "containers": False, "state_file": str(tmp_path / "state.json")}
+    result = ansible_module("rayops.disk.ray_diagnose", args)
     assert result.get("failed") is not True, result
-    assert [f for f in result["findings"] if f["session"] is not None] == []
+    # The kernel's log may hold an earlier kill of a ray:: process (the kernel test's, of an earlier run on this
+    # machine): session "kernel", read once.
+    kernel = sum(f["count"] for f in result["findings"] if f["session"] == "kernel")
+    assert [f for f in result["findings"] if f["session"] not in (None, "kernel")] == []
     assert result["errors"] == [] and result["not_read"] == []
-    assert (result["files_read"], result["bytes_read"], result["new"], result["totals"]) == (0, 0, 0, {})
+    assert (result["files_read"], result["bytes_read"], result["new"]) == (0, 0, kernel)
+    assert result["totals"] == ({"oom_killed": kernel} if kernel else {})
+
+
+HOG = ("import ctypes\nctypes.CDLL(None).prctl(15, b'ray::hog', 0, 0, 0)  # PR_SET_NAME: named as Ray names a worker\n"
+       "held = []\nwhile True:\n    held.append(bytearray(1 << 20))\n")
+
+
+def test_the_kernel_oom_killer_killing_a_ray_worker_is_found_once(docker_client, tmp_path):
+    """A real kill by the kernel's OOM killer: a process named like a Ray worker (``ray::hog``) in a container of
+    its own limited to 32 MiB, no network. Ray logs such a kill as any worker death; the kernel's log tells."""
+    empty = tmp_path / "ray"
+    empty.mkdir()
+    args = {"ray_temp_dir": str(empty), "containers": False, "live": False, "state_file": str(tmp_path / "state")}
+    before = ansible_module("rayops.disk.ray_diagnose", args)  # reads the kernel's log up to now
+    assert before.get("failed") is not True and before["not_read"] == [], before
+    container = docker_client.containers.run(WORKER_IMAGE, ["python3", "-c", HOG], mem_limit="32m",
+                                             memswap_limit="32m", network_mode="none", detach=True)
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 137  # SIGKILL
+    finally:
+        container.remove(force=True)
+    after = ansible_module("rayops.disk.ray_diagnose", args)
+    kernel = [finding for finding in after["findings"] if finding["session"] == "kernel"]
+    assert len(kernel) == 1 and kernel[0]["new"] == 1, after["findings"]
+    killed = kernel[0]
+    assert (killed["kind"], killed["severity"], killed["target"]) == ("oom_killed", "critical", "host")
+    assert re.match(r"^pid \d+ \(ray::hog\)$", killed["processes"][0]), killed
+    assert killed["evidence"][0]["file"] == "/dev/kmsg"
+    assert re.search(r"out of memory: Killed process \d+ \(ray::hog\)", killed["evidence"][0]["text"]), killed
+    assert abs(killed["last"] - time.time()) < 120, killed  # the record's time, from the boot's
+    again = ansible_module("rayops.disk.ray_diagnose", args)
+    assert [f["new"] for f in again["findings"] if f["session"] == "kernel"] == [0]  # read once
+
+
+def test_a_worker_container_with_a_small_dev_shm_is_named_with_its_fix(docker_client, tmp_path):
+    """The classic Docker default: a Ray worker container with 64 MiB of /dev/shm and a 200 MB object store. Ray
+    (2.53 in the image) puts the store on disk; diagnose, reaching the container as every command does, names it
+    from the raylet's log and from the live container, with the --shm-size to give."""
+    name = "ray-worker-rayops-shm-%s" % os.urandom(4).hex()
+    container = docker_client.containers.run(RAY_IMAGE, name=name, network_mode="none", init=True, shm_size="64m",
+                                             detach=True)
+    try:
+        worker = RayContainer(container)
+        worker.exec("ray", "start", "--head", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                    "--disable-usage-stats", "--num-cpus=1", "--object-store-memory=200000000")
+        empty = tmp_path / "ray"
+        empty.mkdir()
+        args = {"ray_temp_dir": str(empty), "containers": True, "container_name_filter": name}
+        result = ansible_module("rayops.disk.ray_diagnose", args)
+    finally:
+        container.remove(force=True)
+    assert result.get("failed") is not True and result["errors"] == [] and result["not_read"] == [], result
+    found = {(f["kind"], f["session"] is None): f for f in result["findings"] if f["target"] == name}
+    fallback = found[("shm_fallback", False)]
+    assert fallback["count"] == 1 and fallback["evidence"][0]["file"].endswith("/logs/raylet.out"), fallback
+    assert "Starting object store with directory /tmp" in fallback["evidence"][0]["text"], fallback
+    too_small = found[("shm_too_small", True)]
+    assert too_small["detail"] == ("/dev/shm holds 64.0 MiB, the object store is 190.7 MiB: give the container "
+                                   "--shm-size=191m or more"), too_small
+    assert "--shm-size" in too_small["remedy"] and "--shm-size" in fallback["remedy"]

@@ -25,7 +25,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import (
     option_names,
     option_values,
 )
-from ansible_collections.rayops.disk.plugins.modules import ray_tmp_usage, ray_worker_cleanup
+from ansible_collections.rayops.disk.plugins.modules import ray_diagnose, ray_tmp_usage, ray_worker_cleanup
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 ROLE = os.path.join(REPO, "roles", "ray_cleanup")
@@ -73,6 +73,15 @@ def test_documented_options_are_the_tables(module, options_class):
     for name in names:
         doc, where = documented[name]
         assert doc_facts(doc) == spec_facts(spec[name]), "%s (documented in %s) disagrees with _options.OPTIONS" % (
+            name, where)
+
+
+def test_ray_diagnose_documents_every_option_it_takes_as_it_takes_it():
+    documented = documented_options(ray_diagnose)
+    assert sorted(documented) == sorted(ray_diagnose.ARGUMENT_SPEC)
+    for name, spec in ray_diagnose.ARGUMENT_SPEC.items():
+        doc, where = documented[name]
+        assert doc_facts(doc) == spec_facts(spec), "%s (documented in %s) disagrees with its argument_spec" % (
             name, where)
 
 
