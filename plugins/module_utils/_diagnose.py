@@ -375,8 +375,8 @@ def _rotation(slot: Slot, finding, layout) -> None:
     ``rotation_backup_count``: what ray_log_config wrote), or was started without ``RAY_ROTATION_MAX_BYTES``."""
     options = slot.options
     describe_version(layout, slot.target.tree, options.ray_uids, options.ray_temp_dir)
-    max_bytes = None if options.rotation_max_bytes is None else parse_size(options.rotation_max_bytes,
-                                                                            "rotation_max_bytes")
+    configured = options.rotation_max_bytes
+    max_bytes = None if configured is None else parse_size(configured, "rotation_max_bytes")
     report = rotation_report(layout.ray_version, layout.rotation, max_bytes, options.rotation_backup_count, slot.name,
                              layout.version_error)
     if report is not None and report["in_effect"] is False:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import subprocess
 import time
 
 from ansible_collections.rayops.disk.plugins.module_utils._text import diagnose_lines
@@ -408,3 +409,91 @@ def test_a_worker_container_with_a_small_dev_shm_is_named_with_its_fix(docker_cl
     assert too_small["detail"] == ("/dev/shm holds 64.0 MiB, the object store is 190.7 MiB: give the container "
                                    "--shm-size=191m or more"), too_small
     assert "--shm-size" in too_small["remedy"] and "--shm-size" in fallback["remedy"]
+
+
+FULL_DRIVER = r"""
+import os, sys, time
+import ray
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+report, session_dir = sys.argv[2], sys.argv[3]
+
+def say(*words):
+    with open(report, "a") as handle:
+        handle.write(" ".join(str(word) for word in words) + "\n")
+
+@ray.remote(max_retries=0)
+def hog():  # grows until Ray's memory monitor kills it (the test's threshold is 1 GiB above what is used now)
+    held = []
+    for _step in range(64):
+        held.append(b"\1" * (128 << 20))
+        time.sleep(0.05)
+    return len(held)
+
+@ray.remote(max_retries=0)
+def write_until_full(path):  # into the session dir, on the nearly full disk
+    try:
+        with open(path, "wb") as handle:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+    except OSError as exc:
+        os.unlink(path)  # room again for the line below
+        print("could not write %s: %r" % (path, exc), file=sys.stderr, flush=True)  # into its worker-*.err
+        return exc.errno
+
+try:
+    say("hog", ray.get(hog.remote(), timeout=120))
+except Exception as exc:
+    say("hog", type(exc).__name__)
+say("full", ray.get(write_until_full.remote(os.path.join(session_dir, "filler")), timeout=120))
+say("DONE")
+time.sleep(600)
+"""
+"""Writes to the file ``argv[2]``: ``hog <exception>``, ``full <errno>``, DONE."""
+
+
+def test_a_full_disk_and_an_oom_kill_on_real_ray(any_ray_head, tmp_path):
+    """Ray's temp dir on a 192 MiB tmpfs filled to 97 % (its file system monitor warns above 95 %), a task that
+    writes until ENOSPC and prints the error; Ray's memory monitor at 1 GiB above what the machine uses now, and a
+    task that grows until it is killed. diagnose names fs_monitor, disk_full and oom_killed from Ray's own lines."""
+    head = any_ray_head
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192m,mode=0755", "tmpfs", head.temp_dir], check=True)
+    try:
+        with open("/proc/meminfo") as handle:
+            memory = {line.split(":")[0]: int(line.split()[1]) << 10 for line in handle}
+        threshold = (memory["MemTotal"] - memory["MemAvailable"] + (1 << 30)) / memory["MemTotal"]
+        head.env.update(RAY_memory_usage_threshold="%.3f" % threshold, RAY_memory_monitor_refresh_ms="100")
+        head.start()
+        session = glob.glob(os.path.join(head.temp_dir, "session_2*"))[0]
+        logs_dir = os.path.join(session, "logs")
+        free = os.statvfs(head.temp_dir)
+        filler = int(free.f_bavail * free.f_frsize - 0.03 * free.f_blocks * free.f_frsize)  # 97 % used
+        with open(os.path.join(head.temp_dir, "filler"), "wb") as handle:
+            handle.truncate(0)
+            for _chunk in range(filler >> 20):
+                handle.write(b"\0" * (1 << 20))
+        report = str(tmp_path / "report")
+        driver = head.driver(FULL_DRIVER, report, session)
+        try:
+            outcomes = [line.split() for line in wait_for_report(driver, report, "DONE")[:-1]]
+            over = wait_for_lines(os.path.join(logs_dir, "raylet.err"), r"is over \d+% full", 1, timeout=40)
+            result = diagnose(head, str(tmp_path / "state.json"))
+        finally:
+            kill_tree(driver)
+        assert outcomes == [["hog", "OutOfMemoryError"], ["full", "28"]], outcomes
+        found = of_session(result, os.path.basename(session))
+        assert over and found["fs_monitor"]["count"] >= len(over), (over, found.get("fs_monitor"))
+        assert all(re.search(r"is over 95% full", item["text"]) for item in found["fs_monitor"]["evidence"])
+        full = found["disk_full"]
+        assert any(item["file"].endswith(".err") and "No space left on device" in item["text"]
+                   for item in full["evidence"]), full
+        oom = found["oom_killed"]
+        assert oom["count"] == 1 and oom["severity"] == "critical", oom
+        assert os.path.basename(oom["evidence"][0]["file"]) == "gcs_server.out"
+        assert "NODE_OUT_OF_MEMORY" in oom["evidence"][0]["text"]
+        for kind in ("fs_monitor", "disk_full", "oom_killed"):
+            assert_real_evidence(found[kind], logs_dir)  # before the tmpfs goes
+    finally:
+        head.stop()
+        subprocess.run(["umount", "-l", head.temp_dir], check=False)
