@@ -232,16 +232,14 @@ def _read_log(slot: Slot, session: str, path: str, name: str, dir_fd: int, owner
         start = state.marks.get(key, Mark(st.st_dev, st.st_ino)).start_for(st)
         reader = LogReader(fd, start, sorted({signature.needle for signature in signatures}), reading.grep)
         try:
-            hits = list(reader.hits())  # a few lines: the rare ones that hold a needle
-        except OSError as exc:
+            for hit in reader.hits():  # streamed: a log Ray fills with one error a second stays a stream
+                signature = classify(name, signatures, hit.text)
+                if signature is not None:
+                    state.record(slot.name, signature.kind, session, line_time(hit.text) or st.st_mtime,
+                                 process_of(hit.text, name), Evidence(path, hit.line, escaped(hit.text)))
+        except OSError as exc:  # grep failed: the mark stays, the next run reads this part again
             reading.not_read.append({"path": slot.target.tree.host_path(path), "error": str(exc)})
             return
-        for hit in hits:
-            signature = classify(name, signatures, hit.text)
-            if signature is None:
-                continue
-            state.record(slot.name, signature.kind, session, line_time(hit.text) or st.st_mtime,
-                         process_of(hit.text, name), Evidence(path, hit.line, escaped(hit.text)))
         reading.files += 1
         reading.bytes += reader.end.offset - start.offset
         state.marks[key] = reader.end
