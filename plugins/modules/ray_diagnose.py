@@ -192,16 +192,16 @@ USAGE_NAMES = ("tmp_dir", "ray_temp_dir", "ray_users", "patterns", "containers",
                "container_tmp_dir", "docker_host", "thresholds", "rotation_max_bytes", "rotation_backup_count")
 """The usage options it takes (doc fragment rayops.disk.targets, thresholds, the rotation configured): where Ray and
 its containers are, and what it should run with."""
-ARGUMENT_SPEC = dict(
-    argument_spec(USAGE_NAMES),
-    since_hours=dict(type="float", default=24.0),
-    state_file=dict(type="path"),
-    live=dict(type="bool", default=True),
-)
+
+
+def module_argument_spec() -> dict:
+    """The module's argument_spec, made anew for each use (AnsibleModule fills the thresholds' default in place)."""
+    return dict(argument_spec(USAGE_NAMES), since_hours=dict(type="float", default=24.0), state_file=dict(type="path"),
+                live=dict(type="bool", default=True))
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True)
     params = module.params
     for name, error in missing(psutil, docker, containers_wanted(params["containers"], params["docker_host"])):
         module.fail_json(msg=missing_required_lib(name), exception=error)
