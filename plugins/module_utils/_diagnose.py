@@ -44,7 +44,11 @@ from ansible_collections.rayops.disk.plugins.module_utils._logscan import GrepMi
 from ansible_collections.rayops.disk.plugins.module_utils._node import deleted_open_on
 from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import discover, flag_value, session_started
-from ansible_collections.rayops.disk.plugins.module_utils._ray_version import describe_version, rotation_report
+from ansible_collections.rayops.disk.plugins.module_utils._ray_version import (
+    describe_version,
+    process_environ,
+    rotation_report,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets
 from ansible_collections.rayops.disk.plugins.module_utils._units import format_bytes, parse_size
 
@@ -57,6 +61,7 @@ FD_NEAR = 0.8
 """The share of its open-files limit at which the raylet is near it."""
 MEMORY_MARGIN = 0.05
 """How close to Ray's memory threshold (a fraction of memory) is near it."""
+MEMORY_THRESHOLD = "RAY_memory_usage_threshold"
 DEFAULT_MEMORY_THRESHOLD = 0.95
 """Ray's RAY_memory_usage_threshold when the raylet's environment does not set it."""
 DELETED_OPEN_SHOWN = 1 << 30
@@ -312,25 +317,13 @@ def _proc_limit(pid: int, name: str) -> Optional[int]:
     return None
 
 
-def _environ_value(pid: int, name: str) -> Optional[str]:
-    """A variable of a process's environment, or None."""
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as handle:
-            for item in handle.read().split(b"\0"):
-                if item.startswith(name.encode("ascii") + b"="):
-                    return item.split(b"=", 1)[1].decode("utf-8", "replace")
-    except OSError:
-        return None
-    return None
-
-
 def _meminfo() -> dict:
     with open("/proc/meminfo", "rb") as handle:
         return {line.split(b":")[0].decode(): int(line.split()[1]) * 1024 for line in handle.read().splitlines()
                 if len(line.split()) >= 2}
 
 
-def _live(slot: Slot, finding, raylet, now: float) -> None:
+def _live(slot: Slot, finding, raylet) -> None:
     """The live raylet's findings: open files against its limit, memory against Ray's threshold, /dev/shm against
     the object store (``finding(kind, detail)`` records one)."""
     pid = raylet.pid
@@ -343,7 +336,7 @@ def _live(slot: Slot, finding, raylet, now: float) -> None:
         finding("fd_near_limit", "raylet pid %d holds %d open files of its limit %d" % (pid, used, limit))
     elif limit is not None and limit < RECOMMENDED_NOFILE:
         finding("fd_limit_low", "raylet pid %d may open %d files (Ray asks for %d)" % (pid, limit, RECOMMENDED_NOFILE))
-    threshold_text = _environ_value(pid, "RAY_memory_usage_threshold")
+    threshold_text = (process_environ(pid, [MEMORY_THRESHOLD]) or {}).get(MEMORY_THRESHOLD)
     try:
         threshold = float(threshold_text) if threshold_text else DEFAULT_MEMORY_THRESHOLD
         memory = _meminfo()
@@ -471,7 +464,7 @@ def diagnose(options: DiagnoseOptions, psutil, docker=None, save: bool = True) -
             live.append(Finding(kind, slot.name, None, count=1, first=now, last=now, detail=detail))
 
         for raylet in (proc for proc in layout.trusted if proc.kind == "raylet"):
-            _live(slot, finding, raylet, now)
+            _live(slot, finding, raylet)
         _rotation(slot, finding, layout)
         disks = _disks(slot, finding, [slot_options.tmp_dir] + list(layout.temp_roots),
                        slot_options.thresholds["warning"])

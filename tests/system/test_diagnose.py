@@ -494,6 +494,12 @@ def test_a_full_disk_and_an_oom_kill_on_real_ray(any_ray_head, tmp_path):
         assert "NODE_OUT_OF_MEMORY" in oom["evidence"][0]["text"]
         for kind in ("fs_monitor", "disk_full", "oom_killed"):
             assert_real_evidence(found[kind], logs_dir)  # before the tmpfs goes
+        # The live node: memory in use is within 1 GiB of the threshold the raylet runs with (read from its
+        # environment, not Ray's default 0.95).
+        near, = [f for f in result["findings"] if f["kind"] == "memory_near_threshold"]
+        assert near["session"] is None and near["detail"].endswith(
+            "Ray kills workers at %.0f%% (RAY_memory_usage_threshold)" % (100 * float(head.env[
+                "RAY_memory_usage_threshold"]))), near
     finally:
         head.stop()
         subprocess.run(["umount", "-l", head.temp_dir], check=False)
