@@ -39,7 +39,12 @@ from ansible_collections.rayops.disk.plugins.module_utils._findings import (
     process_of,
     signatures_for,
 )
-from ansible_collections.rayops.disk.plugins.module_utils._fs import UnsafePath, filesystem_of, open_regular
+from ansible_collections.rayops.disk.plugins.module_utils._fs import (
+    UnsafePath,
+    filesystem_of,
+    filesystems_under,
+    open_regular,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._logscan import GrepMissing, LogReader, Mark, grep_program
 from ansible_collections.rayops.disk.plugins.module_utils._node import deleted_open_on
 from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
@@ -377,20 +382,8 @@ def _rotation(slot: Slot, finding, layout) -> None:
 def _disks(slot: Slot, finding, paths: list, warning: float) -> list:
     """The filesystems of ``paths`` on the target (each once); a finding for each at or above ``warning`` used, of
     its bytes or its inodes."""
-    found, devs = [], set()
-    for path in paths:
-        try:
-            fd = slot.target.tree.open_dir(path)
-        except OSError:
-            continue
-        try:
-            dev = os.fstat(fd).st_dev
-            fs = filesystem_of(fd, path)
-        finally:
-            os.close(fd)
-        if dev in devs:
-            continue
-        devs.add(dev)
+    found = []
+    for path, _dev, fs in filesystems_under(slot.target.tree, paths, skipped=(OSError,)):
         found.append(fs)
         inodes = fs["inodes_used_percent"]
         if fs["used_percent"] >= warning or (inodes is not None and inodes >= warning):

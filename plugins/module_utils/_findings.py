@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._errors import printable
+
 SEVERITIES = ("info", "warning", "critical")
 EVIDENCE_KEPT = 3
 """Lines of evidence a finding keeps (the first ones, and always the newest)."""
@@ -154,9 +156,9 @@ def signatures_for(file_name: str) -> tuple:
 
 
 def escaped(text: bytes, width: int = EVIDENCE_WIDTH) -> str:
-    """A line as evidence: decoded, every control character escaped, at most ``width`` characters."""
-    line = text.decode("utf-8", "backslashreplace")
-    line = "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in line)
+    """A line as evidence: ``printable()`` (control characters, bidi overrides and undecodable bytes escaped), its
+    tabs escaped too (evidence stands in a table), at most ``width`` characters."""
+    line = printable(text.decode("utf-8", "surrogateescape")).replace("\t", "\\t")
     return line if len(line) <= width else line[:width - 1] + "…"
 
 
