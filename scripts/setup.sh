@@ -4,16 +4,18 @@
 # Idempotent: every step checks first and does nothing when already done.
 #   - Debian packages: docker.io busybox-static rsync git python3-venv shellcheck util-linux
 #     logrotate cron mmdebstrap
-#   - promtool (only the binary, out of Debian's prometheus package) in /usr/local/bin
+#   - promtool, prometheus and prometheus-alertmanager (only the binaries, out of Debian's packages) in
+#     /usr/local/bin: the monitoring test starts the two servers on loopback
 #   - Docker engine (dockerd in the background, no systemd needed)
 #   - local images (no registry): rayops-test/busybox:latest from busybox-static, and
 #     rayops-test/debian-python:bookworm-2 (Debian minbase with python3, python3-venv, cron,
 #     logrotate; the tag changes when its package list does), and rayops-test/debian-bare:bookworm
 #     (python3 only: a fresh node for molecule's `fresh` scenario); rayops-test/sshd:bookworm (debian-python's
 #     packages and openssh-server) and rayops-test/sshd-bare:bookworm (python3 and openssh-server only), the
-#     system tests' SSH fleet (no host keys in the image: each container makes its own); rayops-test/systemd:bookworm
-#     ($PY_IMAGE plus systemd and systemd-sysv, CMD /sbin/init: a node with a live systemd for molecule's `systemd`
-#     scenario; its build container fetches the two packages from Debian's mirror)
+#     system tests' SSH fleet (no host keys in the image: each container makes its own); rayops-test/systemd:bookworm-2
+#     ($PY_IMAGE plus systemd, systemd-sysv and prometheus-node-exporter, CMD /sbin/init: a node with a live systemd
+#     and node_exporter as its own service for molecule's `systemd` scenario; its build container fetches the packages
+#     from Debian's mirror)
 #   - $REPO/.venv with requirements/dev.txt (pip re-run only when the file changes)
 #   - the users' Ray versions beside the newest (.venv's): venvs /var/cache/rayops-disk/ray-2.40.0 and
 #     ray-2.53.0 with ray[default]==<version>, from the same base python as .venv (pip re-run only when
@@ -40,7 +42,7 @@ PY_IMAGE="rayops-test/debian-python:bookworm-2"
 BARE_IMAGE="rayops-test/debian-bare:bookworm"
 SSHD_IMAGE="rayops-test/sshd:bookworm"
 SSHD_BARE_IMAGE="rayops-test/sshd-bare:bookworm"
-SYSTEMD_IMAGE="rayops-test/systemd:bookworm"
+SYSTEMD_IMAGE="rayops-test/systemd:bookworm-2"
 RAY_VERSIONS=(2.40.0 2.53.0)       # the users' versions; the newest is .venv's (requirements/dev.txt)
 RAY_IMAGE_VERSION=2.53.0
 RAY_IMAGE="rayops-test/ray:$RAY_IMAGE_VERSION"
@@ -74,17 +76,33 @@ else
     log "apt: packages already installed"
 fi
 
-# promtool: the validator of metrics and alert rules, without the whole server
-if command -v promtool >/dev/null 2>&1; then
-    log "promtool: $(promtool --version 2>&1 | head -1)"
-else
+# Prometheus' promtool, prometheus and Debian's prometheus-alertmanager: only their binaries, out of the Debian
+# packages (installing the packages would start both servers as services, listening on every address and scraping
+# the machine). promtool validates metrics and rules; the two servers run only when the monitoring test starts them,
+# on loopback.
+deb_binary() {  # deb_binary PACKAGE PATH_IN_PACKAGE DEST [DIR_IN_PACKAGE]: the binary, and a dir of its data to /
+    local tmp
     tmp="$(mktemp -d)"
-    (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null) || die "apt-get download prometheus failed"
-    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$tmp/promtool"
-    install -m 0755 "$tmp/promtool" /usr/local/bin/promtool
+    (cd "$tmp" && apt-get download -qq "$1" 2>/dev/null) || { rm -rf "$tmp"; die "apt-get download $1 failed"; }
+    dpkg-deb --fsys-tarfile "$tmp/$1"_*.deb | tar -x -O ".$2" >"$tmp/binary" || { rm -rf "$tmp"; die "no $2 in $1"; }
+    if [ -n "${4:-}" ]; then
+        dpkg-deb --fsys-tarfile "$tmp/$1"_*.deb | tar -x -C / ".$4" || { rm -rf "$tmp"; die "no $4 in $1"; }
+    fi
+    install -m 0755 "$tmp/binary" "$3"
     rm -rf "$tmp"
-    log "promtool: installed $(promtool --version 2>&1 | head -1)"
-fi
+}
+# Debian's alertmanager reads its notification templates from /usr/share/prometheus/alertmanager.
+for spec in prometheus:/usr/bin/promtool:/usr/local/bin/promtool: \
+    prometheus:/usr/bin/prometheus:/usr/local/bin/prometheus: \
+    prometheus-alertmanager:/usr/bin/prometheus-alertmanager:/usr/local/bin/prometheus-alertmanager:/usr/share/prometheus/alertmanager; do
+    IFS=: read -r package inside dest data <<<"$spec"
+    if [ -x "$dest" ] && "$dest" --version >/dev/null 2>&1 && { [ -z "$data" ] || [ -d "$data" ]; }; then
+        log "$(basename "$dest"): $("$dest" --version 2>&1 | head -1)"
+    else
+        deb_binary "$package" "$inside" "$dest" "$data"
+        log "$(basename "$dest"): installed $("$dest" --version 2>&1 | head -1)"
+    fi
+done
 
 # --------------------------------------------------------------------------
 # 2. Docker engine
@@ -233,7 +251,8 @@ else
 ARG BASE
 FROM $BASE
 RUN apt-get update -q && \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd systemd-sysv && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd systemd-sysv \
+        prometheus-node-exporter && \
     apt-get clean && rm -rf /var/lib/apt/lists/* && \
     systemctl mask getty.target console-getty.service systemd-udevd.service systemd-udev-trigger.service \
         systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount \

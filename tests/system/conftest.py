@@ -251,6 +251,16 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def free_ports(count, taken=()):
+    """``count`` distinct free ports on loopback, none of them in ``taken``."""
+    ports = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
 RAY_CACHE = "/var/cache/rayops-disk"
 RAY_VERSIONS = ("2.40.0", "2.53.0", "newest")
 """The Ray versions every Ray test runs on: the users' two, and the newest (the dev venv's, see requirements/dev.txt)."""
@@ -268,6 +278,11 @@ def ray_bin(version):
 
 class RayHead:
     """A Ray head node under a short temp dir, driven through the real ``ray`` CLI of one Ray version."""
+
+    COMPONENT_PORTS = ("ray-client-server-port", "dashboard-port", "dashboard-agent-grpc-port",
+                       "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port",
+                       "node-manager-port", "object-manager-port")
+    """The ``ray start`` flags of the ports a head listens on besides --port (the same on 2.40, 2.53, newest)."""
 
     def __init__(self, temp_dir, home, version="newest"):
         self.temp_dir = temp_dir
@@ -293,8 +308,12 @@ class RayHead:
         return proc
 
     def start(self, *extra, num_cpus=1):
+        # Every port a component would otherwise pick for itself is given, and no two alike: a port Ray picks at
+        # random can be one free_port() gave another component, and `ray start` then refuses to start (seen once:
+        # dashboard_agent_grpc on the client server's port).
+        ports = free_ports(len(self.COMPONENT_PORTS), taken={self.port})
         self.ray("start", "--head", "--temp-dir=%s" % self.temp_dir, "--port=%d" % self.port,
-                 "--ray-client-server-port=%d" % free_port(), "--dashboard-port=%d" % free_port(),
+                 *("--%s=%d" % pair for pair in zip(self.COMPONENT_PORTS, ports)),
                  "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--num-cpus=%d" % num_cpus,
                  "--object-store-memory=78643200", "--disable-usage-stats", *extra)
 

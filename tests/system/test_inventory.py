@@ -62,10 +62,10 @@ def deploy_plays(*args):
 
 def test_deploy_playbook_targets_the_named_inventory_and_prometheus_hosts(tmp_path):
     plays, stderr = deploy_plays()
-    assert len(plays) == 2
+    assert len(plays) == 3
     assert "hosts (1):" in plays[0] and "localhost" in plays[0]
-    assert "hosts (0):" in plays[1]
-    # No prometheus group: no "Could not match supplied host pattern, ignoring: prometheus" on every deploy.
+    assert "hosts (0):" in plays[1] and "hosts (0):" in plays[2]
+    # No prometheus or grafana group: no "Could not match supplied host pattern, ignoring: prometheus" on every deploy.
     assert "WARNING" not in stderr and "Could not match" not in stderr, stderr
 
     # With one, its hosts get the rules, and only they.
@@ -76,4 +76,17 @@ def test_deploy_playbook_targets_the_named_inventory_and_prometheus_hosts(tmp_pa
     plays, stderr = deploy_plays("-i", str(inventory))
     assert "hosts (2):" in plays[0] and "node1" in plays[0] and "prom1" in plays[0]
     assert "hosts (1):" in plays[1] and "prom1" in plays[1] and "node1" not in plays[1]
+    assert "hosts (0):" in plays[2]
+    assert "WARNING" not in stderr, stderr
+
+
+def test_deploy_playbook_provisions_the_dashboard_on_grafana_hosts_only(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {
+        "hosts": {"node1": {"ansible_connection": "local"}},
+        "children": {"grafana": {"hosts": {"graf1": {"ansible_connection": "local"}}}}}}))
+    plays, stderr = deploy_plays("-i", str(inventory))
+    assert len(plays) == 3
+    assert "hosts (0):" in plays[1]
+    assert "hosts (1):" in plays[2] and "graf1" in plays[2] and "node1" not in plays[2]
     assert "WARNING" not in stderr, stderr

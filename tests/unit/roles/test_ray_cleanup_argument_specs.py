@@ -68,6 +68,13 @@ def test_prometheus_entry_point_documents_its_variables_as_main_does():
         assert spec == SPECS["main"]["options"][name], name
 
 
+def test_grafana_entry_point_documents_its_variables_as_main_does():
+    grafana = SPECS["grafana"]["options"]
+    assert sorted(grafana) == sorted(name for name in DEFAULTS if name.startswith("ray_cleanup_grafana_"))
+    for name, spec in grafana.items():
+        assert spec == SPECS["main"]["options"][name], name
+
+
 def test_every_variable_the_role_uses_is_a_default():
     assert used_variables() - set(DEFAULTS) == set()
 
