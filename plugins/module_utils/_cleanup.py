@@ -21,8 +21,11 @@ import datetime
 import fnmatch
 import json
 import os
+from dataclasses import dataclass
 from typing import Optional
 
+from ansible_collections.rayops.disk.plugins.module_utils._archive import Archiver, Store, prune
+from ansible_collections.rayops.disk.plugins.module_utils._errors import describe_os_error
 from ansible_collections.rayops.disk.plugins.module_utils._options import UsageOptions
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target, unix_socket_paths
 from ansible_collections.rayops.disk.plugins.module_utils._ray_spill import SPILL_DIR_RE, live_node_ids
@@ -128,25 +131,50 @@ def spill_candidates(report: dict, options: UsageOptions, running: dict) -> list
             for root, names in sorted(stale.items())]
 
 
+ARCHIVED = {"sessions": ("logs",), "old_logs": ("logs", "old")}
+"""The groups whose files are archived before they go, and what of each session is archived (below it)."""
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """Where a run archives (``archive_dest``), under which names, and how: made once per run from its options."""
+
+    store: Store
+    cluster: str
+    node: str
+    required: bool = True
+    keep_days: Optional[float] = None
+    bandwidth: Optional[int] = None
+    deadline: Optional[float] = None
+    """``time.monotonic()`` after which nothing more is archived (a pressure reclaim's budget)."""
+
+    def archiver(self, target: Target) -> Archiver:
+        """The archiver of one target: the host as ``node``, a container as ``<node>-<container>``."""
+        node = self.node if target.prefix == "/" else "%s-%s" % (self.node, target.name)
+        return Archiver(self.store, self.cluster, node, self.bandwidth, self.deadline)
+
+
 def new_entry(name: str, kind: str, status: str, reason: Optional[str], tmp_dir: Optional[str] = None) -> dict:
     """A cleanup target's entry in a result, before anything is measured."""
     return {"name": name, "kind": kind, "status": status, "reason": reason, "tmp_dir": tmp_dir,
             "tmp_bytes_before": None, "tmp_bytes_after": None, "freed_bytes": 0, "removed": 0, "removed_paths": [],
             "kept": [], "kept_count": 0, "kept_by_reason": {}, "errors": [], "error_count": 0, "activity": None,
-            "roots": [], "untrusted_processes": [], "groups": []}
+            "roots": [], "untrusted_processes": [], "groups": [], "archives": []}
 
 
 class TargetCleaner:
     """Applies cleanup's rules to one measured target: the gates, then each candidate group (``dry_run``: none go)."""
 
     def __init__(self, options: UsageOptions, psutil, now: float, dry_run: bool, force: bool = False,
-                 audit: Optional["AuditLog"] = None) -> None:
+                 audit: Optional["AuditLog"] = None, archive: Optional[ArchivePlan] = None) -> None:
         self.options = options
         self.psutil = psutil
         self.now = now
         self.dry_run = dry_run
         self.force = force
         self.audit = audit
+        self.archive = archive
+        """Where the logs of what goes are archived first (None: not archived)."""
         self._held: Optional[tuple] = None
 
     def gate(self, report: dict, activity: Optional[dict]) -> Optional[tuple]:
@@ -174,6 +202,12 @@ class TargetCleaner:
         if report.get("spill_dirs"):
             groups += spill_candidates(report, self.options, live_node_ids(self.psutil))  # nodes running right now
         self.remove(entry, target, groups, self.policy(self.options.max_age_hours * 3600.0))
+        if self.archive is not None and self.archive.keep_days and not self.dry_run:
+            self._prune(entry, target)
+        failed = [found for found in entry["archives"] if found["status"] == "failed"]
+        if failed and self.archive.required:  # kept, said, and the run fails until they are archived
+            entry.update(status="error", reason="kept %d session(s) whose logs could not be archived to %s: %s"
+                         % (len(failed), self.archive.store.url, failed[0]["error"]))
         entry["tmp_bytes_after"] = before - entry["freed_bytes"]
         if activity["busy"] and entry["status"] == "cleaned":
             entry["reason"] = "forced while busy: %s" % "; ".join(activity["reasons"])
@@ -192,7 +226,73 @@ class TargetCleaner:
             return
         guards = Guards(used, locked, socket_inodes(unix_socket_paths(target), target.tree))
         for group in groups:
-            self._remove_group(entry, target, group, policy, guards, tier)
+            admit = None
+            if self.archive is not None and group[4] in ARCHIVED:
+                group, admit = self._archive_first(entry, target, group)
+            self._remove_group(entry, target, group, policy, guards, tier, admit)
+
+    def _archive_first(self, entry: dict, target: Target, group: tuple) -> tuple:
+        """Archive the logs of what ``group`` would take; ``(group, admit)``: the group without the sessions whose
+        archive failed (``archive_required``), and the check that keeps every file no verified archive holds."""
+        root, below, select, reason, kind = group
+        sub = ARCHIVED[kind]
+        if kind == "old_logs":  # one live session's logs/old: (session, "logs", "old") below the Ray root
+            names = [below[0]]
+        else:
+            try:
+                fd = target.tree.open_dir(root)
+                try:
+                    names = sorted(name for name in os.listdir(fd) if select(name))
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # the remover reports the root it cannot open
+                entry["errors"].append({"path": root, "error": describe_os_error(exc)})
+                return group, None
+        archiver = self.archive.archiver(target)
+        proofs: dict = {}
+        refused: set = set()
+        for name in names:
+            path = os.path.join(root, name)
+            if self.dry_run:  # check mode: nothing is written anywhere, the store is not even asked
+                entry["archives"].append({"session": name, "status": "would_archive", "archive": None, "files": 0,
+                                          "bytes": 0, "not_archived": [], "error": None})
+                continue
+            done = archiver.ensure(target.tree, path, sub)
+            found = done.result(self.archive.store)
+            if done.status == "failed":
+                if self.archive.required:
+                    refused.add(name)
+                    found["error"] = "%s; kept until its logs are archived" % done.error
+                    entry["errors"].append({"path": path, "error": "not removed: its archive failed: %s"
+                                            % done.error})
+                    entry["error_count"] += 1
+                else:
+                    found["status"] = "removed_unarchived"
+            else:
+                proofs[name] = done.archived
+            entry["archives"].append(found)
+        if kind == "old_logs":
+            proof = proofs.get(below[0])
+            admit = None if proof is None else (
+                lambda where, st: None if proof.covers("logs/old/" + "/".join(where), st) else "not_archived")
+        else:
+            def admit(where: list, st: os.stat_result) -> Optional[str]:
+                proof = proofs.get(where[0])
+                if proof is None or len(where) < 3 or where[1] != "logs":
+                    return None  # not a session's log, or its archive was not required
+                return None if proof.covers("/".join(where[1:]), st) else "not_archived"
+        return (root, below, lambda name: select(name) and name not in refused, reason, kind), admit
+
+    def _prune(self, entry: dict, target: Target) -> None:
+        """Remove this target's archives older than ``archive_keep_days`` from the destination."""
+        archiver = self.archive.archiver(target)
+        try:
+            entry["archives_pruned"] = len(prune(self.archive.store, archiver.cluster, archiver.node,
+                                                 self.archive.keep_days, self.now))
+        except Exception as exc:  # a store's own errors: the cleanup itself is done
+            entry["errors"].append({"path": self.archive.store.describe("%s/%s/" % (archiver.cluster, archiver.node)),
+                                    "error": "pruning old archives failed: %s" % exc})
+            entry["error_count"] += 1
 
     def held(self) -> tuple:
         """``(open or mapped inodes, locked inodes)`` of every process on the machine.
@@ -205,7 +305,7 @@ class TargetCleaner:
         return self._held
 
     def _remove_group(self, entry: dict, target: Target, group: tuple, policy: Policy, guards: Guards,
-                      tier: Optional[str]) -> None:
+                      tier: Optional[str], admit=None) -> None:
         root, below, select, reason, kind = group
         if tier:  # the audit log says which tier of a pressure reclaim took it
             reason = "under pressure, tier %s: %s" % (tier, reason)
@@ -221,6 +321,7 @@ class TargetCleaner:
                 self.audit.write(entry["name"], entry["kind"], tree.inside(path), host_path, freed, entries, reason)
 
         remover.on_remove = on_remove
+        remover.admit = admit
         remover.remove_matching(select)
         if remover.host_root is not None:
             opened = {"path": tree.inside(remover.root), "host_path": remover.host_root}

@@ -33,6 +33,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     CLEANUP_FILE,
     DIAGNOSE_FILE,
     PRESSURE_FILE,
+    SHIP_FILE,
     STATUS_COMMANDS,
     STATUS_FILE,
     USAGE_FILE,
@@ -40,12 +41,13 @@ from ansible_collections.rayops.disk.plugins.module_utils._metrics import (
     cleanup_text,
     diagnose_text,
     pressure_text,
+    ship_text,
     update_status,
     usage_text,
     write_textfile,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._node import collect_usage, node_run
-from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
+from ansible_collections.rayops.disk.plugins.module_utils._optional import boto3, docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._options import (
     CleanupOptions,
     KINDS,
@@ -57,12 +59,14 @@ from ansible_collections.rayops.disk.plugins.module_utils._options import (
     level_for,
     option_names,
 )
+from ansible_collections.rayops.disk.plugins.module_utils._ship import ShipOptions, ship
 from ansible_collections.rayops.disk.plugins.module_utils._targets import DOCKER_SOCKET, containers_wanted
 from ansible_collections.rayops.disk.plugins.module_utils._text import (
     cleanup_lines,
     diagnose_lines,
     holders_lines,
     monitor_lines,
+    ship_lines,
     summary_line,
     target_line,
     tier_summary,
@@ -74,7 +78,7 @@ PROG = "ray-maintenance"
 CONFIG_ENV = "RAY_MAINTENANCE_CONFIG"
 DEFAULT_CONFIG = "/etc/rayops/ray-maintenance.json"
 EXIT_OK, EXIT_PROBLEM, EXIT_CRITICAL, EXIT_USAGE = 0, 1, 2, 3
-DEBIAN_PACKAGES = {"psutil": "python3-psutil", "docker": "python3-docker"}
+DEBIAN_PACKAGES = {"psutil": "python3-psutil", "docker": "python3-docker", "boto3": "python3-boto3"}
 LOGGER = logging.getLogger(PROG)
 LOGGER.addHandler(logging.NullHandler())  # no log_file: nothing logged (errors are printed to stderr)
 LOGGER.propagate = False
@@ -102,6 +106,7 @@ examples:
   ray-maintenance cleanup --pressure --dry-run what the pressure guard would reclaim now, tier by tier
   ray-maintenance watch                        the pressure guard, in the foreground (systemd runs it)
   ray-maintenance diagnose --since 6           why Ray failed here in the last 6 hours, with the fix
+  ray-maintenance ship --dry-run               what ship would copy to ship_dest (only the Ray head ships)
   ray-maintenance --config /etc/rayops/ray-maintenance.json cleanup --quiet      (cron)
   ray-maintenance --config FILE check-config   is FILE a good config? (exit 0, or 3 naming the bad key)
 
@@ -112,7 +117,8 @@ exit codes:
      docker prune failed, metrics could not be written, or cleanup was locked
      out by another run, or cleanup --pressure left a disk at or above
      pressure_low_percent (check: warning); check and monitor run by a user who
-     is not root only note on stderr what they may not write or use
+     is not root only note on stderr what they may not write or use; ship: a
+     file could not be uploaded and verified, or another ship run held its lock
   2  check: critical; diagnose: a critical finding (1: a warning finding)
   3  bad input: unknown option, bad or unreadable config, missing Python library
      (monitor and cleanup then record it in rayops_ray_maintenance.prom in
@@ -212,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="remember in FILE where each log was read to and what was found: a run reads only the "
                       "lines written since the last one, says which findings are new, and the metrics count "
                       "every event once (the role's cron gives /var/lib/rayops/diagnose-state.json)")
+    ship_cmd = commands.add_parser("ship", parents=[common], help="copy the logs of ship_paths to ship_dest, on the "
+                                   "Ray head node only", description="Copy the files matching ship_paths to "
+                                   "ship_dest, keeping their paths (<cluster>/<node>/shipped/<path>), as the "
+                                   "LogManager's HDFS copy did: only on the Ray head node or where no Ray runs, never "
+                                   "on a worker, never with RAY_DISABLE_HDFS_COPY=true or ship_disabled. Only new or "
+                                   "changed files (ship_state), each read back and verified; a symlink on the way, a "
+                                   "FIFO, a device or a hard-linked file is never read. Writes rayops_ray_ship.prom.")
+    ship_cmd.add_argument("--dry-run", action="store_true",
+                          help="upload nothing, say what would be shipped (no state, no metrics)")
     commands.add_parser("check-config", parents=[common], help="is the config good? exit 0, else 3 and why",
                         description="Validate the config as a run would (every key and value, the same messages): "
                         "print 'config FILE: ok' and exit 0, or exit 3 with one line naming the bad key and the fix. "
@@ -352,6 +367,7 @@ def validate(config: dict, args: argparse.Namespace) -> None:
     cleanup_options(config).validate()
     usage_options(config).validate()
     check_watch_interval(config["watch_interval_seconds"])
+    ShipOptions.from_config(config).validate()
     for key in ("log_file", "metrics_dir"):
         if config[key] is not None and not os.path.isabs(config[key]):
             raise UsageError("%s %r is not an absolute path; give the full path, for example %s"
@@ -370,9 +386,12 @@ def validate(config: dict, args: argparse.Namespace) -> None:
 
 def missing_library_message(config: dict, command: str) -> Optional[str]:
     """What to install when a library this run needs cannot be imported, else None."""
-    need_docker = containers_wanted(config["containers"], config["docker_host"]) or \
-        (command in ("cleanup", "watch") and config["docker_prune"])
-    names = [name for name, _error in missing(psutil, docker, need_docker=need_docker)]
+    need_docker = command != "ship" and (containers_wanted(config["containers"], config["docker_host"]) or
+                                         (command in ("cleanup", "watch") and config["docker_prune"]))
+    dest = config.get("ship_dest") if command == "ship" else config.get("archive_dest") if command in (
+        "cleanup", "watch") else None
+    names = [name for name, _error in missing(psutil, docker, need_docker, boto3 if (dest or "").startswith("s3://")
+                                              else True)]
     if not names:
         return None
     message = "the Python %s %s cannot be imported by %s; install %s (Debian/Ubuntu: apt-get install %s)" % (
@@ -766,8 +785,28 @@ def cmd_diagnose(run: Run) -> tuple:
 DIAGNOSE_EXIT = {"warning": EXIT_PROBLEM, "critical": EXIT_CRITICAL}
 """diagnose's exit code by its worst finding (none or info: 0)."""
 
+
+def cmd_ship(run: Run) -> tuple:
+    """Ship the logs of ship_paths (on the Ray head, or without Ray); exit 1 when a file failed or another run held
+    the lock."""
+    result = ship(ShipOptions.from_config(run.config), psutil, boto3, dry_run=run.args.dry_run)
+    LOGGER.info("ship decision: %s: %s", result["decision"], result["reason"])
+    for entry in result["files"]:
+        if entry["status"] == "failed":
+            run.problem("ship %s: %s" % (entry["path"], entry["reason"]))
+        elif entry["status"] == "not_shipped":
+            LOGGER.warning("ship: not shipped %s: %s", entry["path"], entry["reason"])
+    if result["status"] == "locked":
+        run.problem("ship %s" % result["summary"])
+    run.show(result, ship_lines(result))
+    code = EXIT_PROBLEM if result["failed"] or result["status"] == "locked" else EXIT_OK
+    if result["status"] != "locked":
+        code = max(code, run.write_metrics(SHIP_FILE, ship_text(result, time.time())))
+    return code, result["summary"]
+
+
 COMMANDS = {"monitor": cmd_monitor, "check": cmd_check, "cleanup": cmd_cleanup, "watch": cmd_watch,
-            "diagnose": cmd_diagnose}
+            "diagnose": cmd_diagnose, "ship": cmd_ship}
 
 
 def _where(path: Optional[str]) -> str:

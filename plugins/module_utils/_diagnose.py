@@ -44,6 +44,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._fs import (
     filesystem_of,
     filesystems_under,
     open_regular,
+    write_private,
 )
 from ansible_collections.rayops.disk.plugins.module_utils._logscan import GrepMissing, LogReader, Mark, grep_program
 from ansible_collections.rayops.disk.plugins.module_utils._node import deleted_open_on
@@ -130,19 +131,7 @@ class State:
         data = json.dumps({"version": STATE_VERSION, "marks": {key: mark.to_list() for key, mark in self.marks.items()},
                            "findings": findings, "totals": self.totals, "newest": self.newest,
                            "kernel": self.kernel}, sort_keys=True)
-        directory = os.path.dirname(path) or "."
-        temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data.encode("utf-8"))
-            os.replace(temp, path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        write_private(path, data.encode("utf-8"))
 
     def record(self, target: str, kind: str, session: Optional[str], when: float, process: Optional[str],
                evidence: Evidence) -> None:

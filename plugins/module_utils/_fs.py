@@ -101,6 +101,27 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def write_private(path: str, data: bytes) -> None:
+    """Write ``path`` atomically, readable by its owner only (0600): a temporary file beside it, made anew (never
+    through a link), flushed and renamed over it; a reader sees the old file or the new one, never a part."""
+    directory = os.path.dirname(path) or "."
+    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
 def _components(path: str) -> list:
     return [part for part in path.split("/") if part and part != "."]
 

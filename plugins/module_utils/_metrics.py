@@ -28,6 +28,7 @@ from ansible_collections.rayops.disk.plugins.module_utils._findings import KINDS
 from ansible_collections.rayops.disk.plugins.module_utils._fs import mountpoint_of, open_regular, read_head
 from ansible_collections.rayops.disk.plugins.module_utils._locks import LockError, flock_within, open_lock_file
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS
+from ansible_collections.rayops.disk.plugins.module_utils._ship import SKIP_REASONS
 from ansible_collections.rayops.disk.plugins.module_utils._usage import CATEGORIES
 
 USAGE_FILE = "rayops_ray_usage.prom"
@@ -36,7 +37,7 @@ STATUS_FILE = "rayops_ray_maintenance.prom"
 PRESSURE_FILE = "rayops_ray_pressure.prom"
 DIAGNOSE_FILE = "rayops_ray_diagnose.prom"
 LOCK_FILE = ".rayops_ray.prom.lock"  # not *.prom: node_exporter ignores it
-STATUS_COMMANDS = ("monitor", "cleanup", "watch")
+STATUS_COMMANDS = ("monitor", "cleanup", "watch", "ship")
 """The commands whose start is recorded in ``STATUS_FILE``: those cron runs (``check`` is a probe others run)."""
 START_ERRORS = ("config", "library", "log")
 """Why a run could not start, as the ``reason`` label says it: a fixed set, never text from the run."""
@@ -230,11 +231,44 @@ def diagnose_text(result: dict, finished: float) -> str:
     return render(diagnose_families(result, finished))
 
 
+SHIP_FILE = "rayops_ray_ship.prom"
+
+
+def ship_families(result: dict, finished: float) -> list:
+    """The families of ``rayops_ray_ship.prom`` for a ``ray-maintenance ship`` result (``_ship.ship``)."""
+    fams = {name: Family("rayops_ray_ship_" + name, text) for name, text in (
+        ("last_run_timestamp_seconds", "When the last ship run finished (Unix time)."),
+        ("files_shipped", "Files the last ship run uploaded and verified."),
+        ("bytes_shipped", "Bytes the last ship run uploaded and verified."),
+        ("files_failed", "Files the last ship run could not upload or verify (shipped again by the next run)."),
+        ("files_not_shipped", "Matches the last ship run refused and never read: a symlink on the way, a FIFO, a "
+         "device, a socket, a file with more than one hard link."),
+        ("skipped", "1 when the last ship run shipped nothing on purpose, by reason: RAY_DISABLE_HDFS_COPY, "
+         "ship_disabled or worker (a Ray worker node: only the head ships); else 0."),
+    )}
+    fams["last_run_timestamp_seconds"].add(finished)
+    fams["files_shipped"].add(int(result["shipped"]))
+    fams["bytes_shipped"].add(int(result["bytes_shipped"]))
+    fams["files_failed"].add(int(result["failed"]))
+    fams["files_not_shipped"].add(int(result["not_shipped"]))
+    for reason in SKIP_REASONS:
+        fams["skipped"].add(1 if result["skipped_by"] == reason else 0, reason=reason)
+    return list(fams.values())
+
+
+def ship_text(result: dict, finished: float) -> str:
+    """The text of ``rayops_ray_ship.prom``."""
+    return render(ship_families(result, finished))
+
+
 def cleanup_succeeded(result: Optional[dict]) -> bool:
     """Whether a cleanup ran (not locked out, not failed), no target had an error and a prune did not fail."""
     return bool(result) and result["status"] == "done" and not result["containers_error"] and \
         not (result["docker_prune"] or {}).get("error") and \
         all(target["status"] != "error" for target in result["targets"])
+
+
+ARCHIVE_STATUSES = ("archived", "already_archived", "failed", "removed_unarchived")
 
 
 def cleanup_families(result: Optional[dict], duration: float, finished: float) -> list:
@@ -248,6 +282,9 @@ def cleanup_families(result: Optional[dict], duration: float, finished: float) -
         ("removed_entries", "Entries the last cleanup removed on the target."),
         ("target_status", "The target's status in the last cleanup (always 1)."),
         ("docker_reclaimed_bytes", "Bytes docker_prune reclaimed in the last cleanup (0 when off)."),
+        ("archives", "Sessions whose logs the last cleanup archived before removing (archive_dest), by status: "
+         "archived, already_archived, failed (kept), removed_unarchived."),
+        ("archived_bytes", "Bytes of the archives the last cleanup wrote and verified on the target."),
     )}
     fams["last_run_timestamp_seconds"].add(finished)
     fams["duration_seconds"].add(duration)
@@ -257,6 +294,11 @@ def cleanup_families(result: Optional[dict], duration: float, finished: float) -
         fams["freed_bytes"].add(target["freed_bytes"], **ids)
         fams["removed_entries"].add(target["removed"], **ids)
         fams["target_status"].add(1, **ids, status=target["status"])
+        archives = target.get("archives") or []
+        if archives:
+            for status in ARCHIVE_STATUSES:
+                fams["archives"].add(sum(1 for found in archives if found["status"] == status), **ids, status=status)
+            fams["archived_bytes"].add(sum(found["bytes"] for found in archives), **ids)
     prune = (result or {}).get("docker_prune") or {}
     fams["docker_reclaimed_bytes"].add(prune.get("reclaimed_bytes") or 0)
     return list(fams.values())

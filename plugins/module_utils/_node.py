@@ -18,20 +18,30 @@ Private to the rayops.disk collection: not a public API.  No Ansible imports.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from typing import Optional
 
-from ansible_collections.rayops.disk.plugins.module_utils._cleanup import AuditLog, TargetCleaner, freeable, new_entry
+from ansible_collections.rayops.disk.plugins.module_utils._archive import open_store
+from ansible_collections.rayops.disk.plugins.module_utils._cleanup import (
+    ArchivePlan,
+    AuditLog,
+    TargetCleaner,
+    freeable,
+    new_entry,
+)
 from ansible_collections.rayops.disk.plugins.module_utils._containers import prune_docker
 from ansible_collections.rayops.disk.plugins.module_utils._deleted import deleted_by_target, deleted_open_files
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError
 from ansible_collections.rayops.disk.plugins.module_utils._fs import filesystem_of, filesystems_under
 from ansible_collections.rayops.disk.plugins.module_utils._locks import CleanupLock
+from ansible_collections.rayops.disk.plugins.module_utils._optional import boto3
 from ansible_collections.rayops.disk.plugins.module_utils._options import LEVELS, CleanupOptions, UsageOptions, level_for
 from ansible_collections.rayops.disk.plugins.module_utils._pressure import PressureReclaim, watch_node
 from ansible_collections.rayops.disk.plugins.module_utils._ray_layout import Target
 from ansible_collections.rayops.disk.plugins.module_utils._targets import Slot, enter, node_targets, sample_activity
 from ansible_collections.rayops.disk.plugins.module_utils._text import kept_text, suggestion_message, summary_line
+from ansible_collections.rayops.disk.plugins.module_utils._units import parse_size
 from ansible_collections.rayops.disk.plugins.module_utils._usage import TargetReport, beyond_cleanup, default_uv_cache_dir
 
 OUTCOMES = ("error", "skipped_locked", "cleaned", "skipped_active", "skipped_below_threshold", "skipped_not_running",
@@ -223,7 +233,20 @@ class NodeRun:
 
     def _cleaner(self, audit: AuditLog) -> TargetCleaner:
         usage = self.options.usage_options() if self.usage is None else with_uv_cache(self.usage)
-        return TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit)
+        return TargetCleaner(usage, self.psutil, self.now, self.check_mode, self.options.force, audit,
+                             self.archive_plan())
+
+    def archive_plan(self, budget: Optional[float] = None) -> Optional[ArchivePlan]:
+        """Where this run archives before it removes (``archive_dest``), or None; ``budget``: seconds it may take."""
+        options = self.options
+        if options.archive_dest is None:
+            return None
+        store = open_store(options.archive_dest, options.archive_endpoint_url, boto3)
+        bandwidth = (parse_size(options.archive_bandwidth_limit, "archive_bandwidth_limit")
+                     if options.archive_bandwidth_limit is not None else None)
+        return ArchivePlan(store, options.archive_cluster, options.archive_node or socket.gethostname(),
+                           options.archive_required, options.archive_keep_days, bandwidth,
+                           None if budget is None else time.monotonic() + budget)
 
     def _run(self, cleaner: TargetCleaner) -> dict:
         raise NotImplementedError
@@ -258,6 +281,10 @@ class PressureCleanup(NodeRun):
         self.watched = watched
         """The targets as the guard just read them (``_pressure.Watched``), reclaimed without listing or reading them
         again; None lists and reads them now."""
+
+    def archive_plan(self, budget: Optional[float] = None) -> Optional[ArchivePlan]:
+        """A reclaim archives within ``archive_budget_seconds``: what is not archived by then is kept."""
+        return super().archive_plan(self.options.archive_budget_seconds if budget is None else budget)
 
     def _run(self, cleaner: TargetCleaner) -> dict:
         reclaim = PressureReclaim(self.options, self.psutil, self.docker, self.check_mode, cleaner)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import traceback
 
-__all__ = ["DOCKER_IMPORT_ERROR", "PSUTIL_IMPORT_ERROR", "docker", "missing", "psutil"]
+__all__ = ["BOTO3_IMPORT_ERROR", "DOCKER_IMPORT_ERROR", "PSUTIL_IMPORT_ERROR", "boto3", "docker", "missing", "psutil"]
 
 try:
     import psutil
@@ -32,8 +32,16 @@ except ImportError:
 else:
     DOCKER_IMPORT_ERROR = None
 
+try:
+    import boto3
+except ImportError:
+    boto3 = None
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+else:
+    BOTO3_IMPORT_ERROR = None
 
-def missing(psutil_module, docker_module, need_docker: bool) -> list:
+
+def missing(psutil_module, docker_module, need_docker: bool, boto3_module: object = True) -> list:
     """``(library, import traceback)`` for each library a run needs that is not there.
 
     The modules pass the names they hold, so a test can take one away.
@@ -43,4 +51,6 @@ def missing(psutil_module, docker_module, need_docker: bool) -> list:
         found.append(("psutil", PSUTIL_IMPORT_ERROR))
     if need_docker and docker_module is None:
         found.append(("docker", DOCKER_IMPORT_ERROR))
+    if boto3_module is None:  # only a run that archives to s3:// passes it
+        found.append(("boto3", BOTO3_IMPORT_ERROR))
     return found

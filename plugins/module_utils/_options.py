@@ -110,6 +110,23 @@ OPTIONS = {option.name: option for option in (
     Option("lock_timeout", "number", 30.0, "seconds to wait for another run's lock", 30),
     Option("audit_log", "path", None, "a JSON line per entry removed is appended here",
            "/var/log/rayops/cleanup-audit.jsonl"),
+    Option("archive_dest", "text", None, "archive the logs of stale sessions and old logs here before cleanup "
+           "removes them: a directory (local or NFS), s3://BUCKET/PREFIX or hdfs://... (unset: no archive)",
+           "s3://ray-logs/archive"),
+    Option("archive_endpoint_url", "text", None, "the S3 endpoint of an S3-compatible store (default: AWS)",
+           "https://minio.example:9000"),
+    Option("archive_cluster", "text", "ray", "the cluster's name: archives go to <dest>/<cluster>/<node>/<session>/",
+           "prod-ray"),
+    Option("archive_node", "text", None, "this node's name in the archive paths (default: its host name; a "
+           "container's sessions go under <node>-<container>)", "ray-node-80"),
+    Option("archive_required", "bool", True, "keep what could not be archived and verified (false: remove it "
+           "anyway, and say so)", True),
+    Option("archive_keep_days", "number", None, "remove this node's archives older than this many days from the "
+           "destination after each cleanup (unset: keep them)", 30),
+    Option("archive_bandwidth_limit", "size", None, "at most this many bytes a second to the destination (unset: "
+           "no limit)", "20MB"),
+    Option("archive_budget_seconds", "number", 60.0, "under pressure, the seconds a reclaim may spend archiving; "
+           "what is not archived by then is kept and the next tier runs", 60),
     Option("log_file", "path", None, "one line per run is logged here (ray-maintenance only)",
            "/var/log/rayops/ray-maintenance.log"),
     Option("metrics_dir", "path", None, "node_exporter's textfile directory (ray-maintenance only)",
@@ -138,6 +155,13 @@ OPTIONS = {option.name: option for option in (
            "but still open (never another file)", False),
     Option("watch_interval_seconds", "number", 5.0, "seconds between two looks of the guard (ray-maintenance "
            "watch) at its filesystems, more than 0 and at most 60", 5),
+    Option("ship_paths", "names", (), "absolute path globs of the logs ray-maintenance ship copies to ship_dest "
+           "(on the Ray head, or where no Ray runs)", ["/app/logs/*.log"]),
+    Option("ship_dest", "text", None, "where ship copies them, keeping their paths: a directory (local or NFS), "
+           "s3://BUCKET/PREFIX or hdfs://... (unset: nothing shipped)", "hdfs://namenode:8020/logs"),
+    Option("ship_state", "path", "/var/lib/rayops/ship-state.json", "what ship shipped (path, inode, size, mtime, "
+           "SHA-256), so that a run uploads only new or changed files", "/var/lib/rayops/ship-state.json"),
+    Option("ship_disabled", "bool", False, "ship nothing on this node (as RAY_DISABLE_HDFS_COPY=true does)", False),
 )}
 """The options, in the order the CLI lists its config keys."""
 
@@ -337,6 +361,14 @@ class CleanupOptions(TargetOptions):
     pressure_low_percent: float = _default("pressure_low_percent")
     pressure_max_age_hours: float = _default("pressure_max_age_hours")
     pressure_truncate_deleted_logs: bool = _default("pressure_truncate_deleted_logs")
+    archive_dest: Optional[str] = _default("archive_dest")
+    archive_endpoint_url: Optional[str] = _default("archive_endpoint_url")
+    archive_cluster: str = _default("archive_cluster")
+    archive_node: Optional[str] = _default("archive_node")
+    archive_required: bool = _default("archive_required")
+    archive_keep_days: Optional[float] = _default("archive_keep_days")
+    archive_bandwidth_limit: Any = _default("archive_bandwidth_limit")
+    archive_budget_seconds: float = _default("archive_budget_seconds")
     min_tmp_bytes: int = field(default=0, init=False)
 
     def validate(self) -> None:
@@ -353,6 +385,7 @@ class CleanupOptions(TargetOptions):
                 raise UsageError("%s %r is not an absolute path; give the full path, for example %s"
                                  % (option, value, OPTIONS[option].example))
         check_pressure_marks(self)
+        check_archive(self)
         self.usage_options().validate()
 
     def usage_options(self) -> UsageOptions:
@@ -372,6 +405,37 @@ def check_cleanup_rules(options) -> None:
     if not options.age_by or set(options.age_by) - set(AGE_FIELDS):
         raise UsageError("age_by %r must be one or more of mtime, atime, ctime" % (list(options.age_by),))
     parse_size(options.min_tmp_size, "min_tmp_size")
+
+
+def check_path_name(name: str, value: Any) -> None:
+    """A name that is one component of the keys in a store (the cluster, the node); None is unset."""
+    if value is not None and (not isinstance(value, str) or not value.strip() or value in (".", "..")
+                              or any(c in value for c in "/\\:") or any(c.isspace() or ord(c) < 32 for c in value)):
+        raise UsageError("%s %r must be a plain name without /, \\, :, spaces or control characters (a component "
+                         "of the paths in the store); for example %s" % (name, value, OPTIONS[name].example))
+
+
+def check_archive(options) -> None:
+    """The archive's names, retention, bandwidth and budget (the destination itself is opened by the run)."""
+    dest = options.archive_dest
+    if dest is None:
+        return
+    if not isinstance(dest, str) or not (dest.startswith(("s3://", "hdfs://")) or os.path.isabs(dest)):
+        raise UsageError("archive_dest %r is not an absolute directory, s3://BUCKET/PREFIX or hdfs://...; for "
+                         "example /mnt/nfs/ray-archive" % (dest,))
+    for name in ("archive_cluster", "archive_node"):
+        check_path_name(name, getattr(options, name))
+    days = options.archive_keep_days
+    if days is not None and not days > 0:
+        raise UsageError("archive_keep_days %r must be more than 0 days (unset: keep every archive); for example 30"
+                         % (days,))
+    if options.archive_bandwidth_limit is not None and parse_size(options.archive_bandwidth_limit,
+                                                                  "archive_bandwidth_limit") <= 0:
+        raise UsageError("archive_bandwidth_limit %r must be more than 0 bytes a second (unset: no limit); for "
+                         "example 20MB" % (options.archive_bandwidth_limit,))
+    if not options.archive_budget_seconds > 0:
+        raise UsageError("archive_budget_seconds %r must be more than 0; for example 60"
+                         % (options.archive_budget_seconds,))
 
 
 def check_pressure_marks(options) -> None:

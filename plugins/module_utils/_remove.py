@@ -358,6 +358,9 @@ class Remover:
         self.check_mounts = mounts_below(mountinfo, self.inner_base)
         self.workers = default_workers()
         """Processes ``remove_matching`` removes with, side by side (1: this one only)."""
+        self.admit: Optional[Callable[[list, os.stat_result], Optional[str]]] = None
+        """Asked before a file is unlinked, with its path below the root (as names) and its stat: a reason to keep
+        it (``not_archived``), or None. Unset: no such check."""
         self.on_remove: Optional[Callable[[str, Optional[str], int, int], None]] = None
         """Called once per entry of the root that lost anything (in a dry run: would lose), with its path, its
         host path, the bytes freed and the entries removed in it (the entry itself included)."""
@@ -510,7 +513,8 @@ class Remover:
     def _leaf(self, parent_fd: int, name: str, where: Where, st: os.stat_result) -> bool:
         """Unlink a non-directory if the rules allow; True when it is gone."""
         reason = ("excluded" if self.active.excluded(name, where) else self.guards.reason(st)
-                  or ("fresh" if self.active.fresh(st, is_dir=False) else None))
+                  or ("fresh" if self.active.fresh(st, is_dir=False) else None)
+                  or (self.admit(where(), st) if self.admit is not None else None))
         if reason:
             self.outcome.keep(self._lazy(where), reason)
             return False

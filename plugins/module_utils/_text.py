@@ -439,6 +439,21 @@ def pressure_lines(pressure: dict, dry_run: bool) -> list:
     return [printable(line) for line in lines]
 
 
+def archive_line(found: dict) -> str:
+    """One session's archive, as cleanup did it before removing (a failed one is among the target's errors)."""
+    if found["status"] == "would_archive":
+        return "  would archive the logs of %s first" % found["session"]
+    if found["status"] == "already_archived":
+        return "  logs of %s: already in a verified archive" % found["session"]
+    if found["status"] == "removed_unarchived":
+        return "  logs of %s removed WITHOUT an archive (archive_required: false): %s" % (
+            found["session"], found["error"])
+    skipped = ["%s (%s)" % (item["path"], item["reason"].split(",")[0]) for item in found["not_archived"]]
+    note = "; not archived: %s" % ", ".join(skipped) if skipped else ""
+    return "  archived %d file(s) of %s to %s (%s, verified)%s" % (
+        found["files"], found["session"], found["archive"], format_bytes(found["bytes"]), note)
+
+
 def cleanup_lines(result: dict, dry_run: bool) -> list:
     """What a cleanup did (or would do), per target, with the paths."""
     lines = ["dry run: nothing was removed; this is what would go"] if dry_run else []
@@ -451,6 +466,7 @@ def cleanup_lines(result: dict, dry_run: bool) -> list:
         lines += ["  %s %s" % ("would remove" if dry_run else "removed", path) for path in target["removed_paths"]]
         if target["removed"] > MAX_LISTED:
             lines.append("  ... and %d more" % (target["removed"] - MAX_LISTED))
+        lines += [archive_line(found) for found in target.get("archives", ()) if found["status"] != "failed"]
         lines += ["  error %s: %s" % (error["path"], error["error"]) for error in target["errors"]]
         untrusted = untrusted_message(target["name"], target["untrusted_processes"])
         if untrusted:
@@ -516,3 +532,28 @@ def diagnose_table(hosts: Sequence[dict]) -> list:
         rows.append((host["host"], worst, kinds, _clock(result["newest"]), result["new"], fix))
     lines = table(("host", "worst", "findings by kind", "newest", "new", "fix (of the worst)"), rows, right=(4,))
     return ["Ray diagnose: fleet"] + lines + [footer(statuses, "see each node's findings above")]
+
+
+SHIP_STATUS = {"shipped": "shipped", "would_ship": "would ship", "unchanged": "unchanged", "not_shipped": "not shipped",
+               "failed": "FAILED"}
+"""How ``ray-maintenance ship`` names what it did with each file."""
+
+
+def ship_lines(result: dict) -> list:
+    """``ray-maintenance ship``: the decision, a table of the files (shipped, unchanged, not shipped and why, failed),
+    then the summary."""
+    if result["decision"] != "ship":
+        return [result["summary"]]
+    lines = ["ship: %s" % result["reason"]]
+    if result["dry_run"]:
+        lines.append("dry run: nothing was uploaded; this is what would be")
+    rows = [(SHIP_STATUS[entry["status"]], size(entry["bytes"]), entry["path"],
+             entry["key"] if entry["status"] in ("shipped", "would_ship", "unchanged") else shorten(entry["reason"]))
+            for entry in result["files"]]
+    if rows:
+        lines += table(("status", "bytes", "path", "to / why"), rows, right=(1,))
+    lines += ["no match: %s" % printable(item["pattern"]) for item in result["patterns"] if not item["matches"]]
+    for item in result["untrusted_processes"]:
+        lines.append("not trusted (decides nothing): %s pid %d: %s" % (item["kind"], item["pid"], shorten(item["reason"])))
+    lines.append(result["summary"])
+    return lines

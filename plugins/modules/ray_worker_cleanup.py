@@ -34,12 +34,14 @@ author:
 requirements:
   - psutil
   - docker (the Python Docker SDK), only with O(containers=true) or O(docker_prune=true)
+  - boto3, only with an C(s3://) O(archive_dest)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - rayops.disk.activity
   - rayops.disk.spill
   - rayops.disk.targets
   - rayops.disk.cleanup_rules
+  - rayops.disk.archive
 attributes:
   check_mode:
     support: full
@@ -323,7 +325,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.rayops.disk.plugins.module_utils._errors import UsageError, printable
 from ansible_collections.rayops.disk.plugins.module_utils._node import node_run
-from ansible_collections.rayops.disk.plugins.module_utils._optional import docker, missing, psutil
+from ansible_collections.rayops.disk.plugins.module_utils._optional import boto3, docker, missing, psutil
 from ansible_collections.rayops.disk.plugins.module_utils._options import (
     CleanupOptions,
     argument_spec,
@@ -351,7 +353,8 @@ def main():
         supports_check_mode=True,
     )
     need_docker = containers_wanted(module.params["containers"], module.params["docker_host"]) or module.params["docker_prune"]
-    for library, error in missing(psutil, docker, need_docker=need_docker):
+    need_boto3 = (module.params["archive_dest"] or "").startswith("s3://")
+    for library, error in missing(psutil, docker, need_docker, boto3 if need_boto3 else True):
         module.fail_json(msg=missing_required_lib(library), exception=error)
 
     params = option_values(module.params)

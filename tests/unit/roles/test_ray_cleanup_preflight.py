@@ -68,6 +68,7 @@ BAD = [
     ("ray_cleanup_cron_weekday", "mon fri"),
     ("ray_cleanup_cron_weekday", ""),
     ("ray_cleanup_monitor_cron_minute", "7-59/15" + CRON_LINE),
+    ("ray_cleanup_ship_cron_minute", "*/10 * * * * root touch /tmp/pwned #"),
     ("ray_cleanup_ray_user", "ray\nroot"),
     ("ray_cleanup_ray_user", "Ray"),
     ("ray_cleanup_ray_user", "ray user"),
@@ -102,6 +103,7 @@ CLI_BAD = [
     ("ray_cleanup_cpu_idle_percent", -5),
     ("ray_cleanup_thresholds", {"info": 80, "warning": 70, "critical": 95}),
     ("ray_cleanup_thresholds", {"info": 80, "warning": 90, "critical": 101}),
+    ("ray_cleanup_ship_paths", ["app/logs/*.log"]),
 ]
 CLI_FAILURE = "Fail, naming the setting the CLI refused (check mode)"
 # What a failed host still runs: the cleanup of the temp dirs (on the node, and the build dir on the controller).
@@ -210,14 +212,9 @@ def run_role(tmp_path, hosts, *args):
     prefix = tmp_path / "node"
     prefix.mkdir()
     # Where a run that got past preflight would write, should one do so: nowhere real.
-    base = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "ray_cleanup_lib_dir": str(prefix / "lib"), "ray_cleanup_bin_path": str(prefix / "bin" / "ray-maintenance"),
-            "ray_cleanup_config_path": str(prefix / "etc" / "ray-maintenance.json"),
-            "ray_cleanup_log_dir": str(prefix / "log"), "ray_cleanup_metrics_dir": str(prefix / "metrics"),
-            "ray_cleanup_diagnose_state_file": str(prefix / "state" / "diagnose-state.json"),
-            "ray_cleanup_venv_path": str(prefix / "venv"),
-            "ray_cleanup_ray_env_files": [{"path": str(prefix / "env" / "ray.env"), "format": "env"}],
-            "ray_cleanup_prometheus_rules_dir": str(prefix / "rules")}
+    base = dict(scratch_node(prefix), ray_cleanup_venv_path=str(prefix / "venv"),
+                ray_cleanup_ray_env_files=[{"path": str(prefix / "env" / "ray.env"), "format": "env"}],
+                ray_cleanup_prometheus_rules_dir=str(prefix / "rules"))
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"all": {"hosts": {name: dict(base, **variables)
                                                        for name, variables in hosts.items()}}}))
@@ -227,6 +224,33 @@ def run_role(tmp_path, hosts, *args):
     assert sorted(ran) == sorted(hosts)
     assert list(prefix.iterdir()) == [], "the role wrote into %s" % prefix
     return ran
+
+
+def scratch_node(prefix):
+    """A localhost node whose paths (lib, bin, config, logs, metrics, diagnose state) are all below ``prefix``."""
+    return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "ray_cleanup_lib_dir": str(prefix / "lib"), "ray_cleanup_bin_path": str(prefix / "bin" / "ray-maintenance"),
+            "ray_cleanup_config_path": str(prefix / "etc" / "ray-maintenance.json"),
+            "ray_cleanup_log_dir": str(prefix / "log"), "ray_cleanup_metrics_dir": str(prefix / "metrics"),
+            "ray_cleanup_diagnose_state_file": str(prefix / "state" / "diagnose-state.json")}
+
+
+def in_scratch(tmp_path, run, prefix, tags, scratch, playbook=PLAYBOOK, check=False, **variables):
+    """The role's tasks tagged ``tags`` on localhost, writing only below ``prefix``: ``(results of the node, process)``.
+
+    The node's paths (lib, bin, config, logs, metrics, state) are below ``prefix``; ``scratch`` gives the role's
+    internal paths (vars/main.yml outranks inventory vars, so they are extra vars); ``variables`` are the node's.
+    """
+    where = tmp_path / run
+    where.mkdir()
+    node = dict(scratch_node(prefix), ray_cleanup_ray_env_files=[], **variables)
+    inventory = where / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"node": node}}}))
+    playbook_file = where / "playbook.yml"
+    playbook_file.write_text(playbook)
+    ran, proc = ansible_playbook(where, inventory, playbook_file, "--tags", tags, "-e", json.dumps(scratch),
+                                 check=check)
+    return ran["node"], proc
 
 
 def failure(results):

@@ -8,36 +8,13 @@ name that is not one is refused before anything is written."""
 
 from __future__ import annotations
 
-import json
-import sys
-
-from ansible_collections.rayops.disk.tests.unit.roles.test_ray_cleanup_preflight import (
-    PLAYBOOK,
-    ansible_playbook,
-    failure,
-)
+from ansible_collections.rayops.disk.tests.unit.roles.test_ray_cleanup_preflight import failure, in_scratch
 
 
 def remedies(tmp_path, run, prefix, check=False, **variables):
     """The role's preflight and remedies on localhost, writing only below ``prefix``; results of each task run."""
-    where = tmp_path / run
-    where.mkdir()
-    node = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "ray_cleanup_lib_dir": str(prefix / "lib"), "ray_cleanup_bin_path": str(prefix / "bin" / "ray-maintenance"),
-            "ray_cleanup_config_path": str(prefix / "etc" / "ray-maintenance.json"),
-            "ray_cleanup_log_dir": str(prefix / "log"), "ray_cleanup_metrics_dir": str(prefix / "metrics"),
-            "ray_cleanup_diagnose_state_file": str(prefix / "state" / "diagnose-state.json"),
-            "ray_cleanup_ray_env_files": []}
-    node.update(variables)
-    inventory = where / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"hosts": {"node": node}}}))
-    playbook = where / "playbook.yml"
-    playbook.write_text(PLAYBOOK)
-    # The role's own vars (vars/main.yml) outrank inventory vars: the scratch dirs are extra vars.
     scratch = {"_ray_cleanup_limits_dir": str(prefix / "limits.d"), "_ray_cleanup_systemd_dir": str(prefix / "system")}
-    ran, proc = ansible_playbook(where, inventory, playbook, "--tags", "ray_cleanup_remedies", "-e", json.dumps(scratch),
-                                 check=check)
-    return ran["node"], proc
+    return in_scratch(tmp_path, run, prefix, "ray_cleanup_remedies", scratch, check=check, **variables)
 
 
 def paths_in(result):

@@ -46,8 +46,8 @@ LAYERS = (
     ("base", {"_errors", "_units", "_fs", "_fdwalk", "_locks", "_optional", "_options"}),
     ("discover", {"_ray_layout", "_ray_version", "_ray_spill", "_containers", "_node_info"}),
     ("measure", {"_scan", "_activity", "_targets", "_usage", "_logscan"}),
-    ("decide and act", {"_remove", "_cleanup", "_log_config", "_deleted", "_pressure", "_findings"}),
-    ("run and report", {"_node", "_text", "_metrics", "_watch", "_cli", "_diagnose"}),
+    ("decide and act", {"_remove", "_cleanup", "_log_config", "_deleted", "_pressure", "_findings", "_archive"}),
+    ("run and report", {"_node", "_text", "_metrics", "_watch", "_cli", "_diagnose", "_ship"}),
 )
 """module_utils by layer, as the README's Development section shows them: a module imports from its own layer or
 below, never from above."""

@@ -105,7 +105,7 @@ def test_every_metric_has_help_and_type_before_its_samples(ray_node):
             assert line.split()[2:] == [declared[-1], "gauge"]
         else:
             assert line.split("{")[0].split()[0] == declared[-1], line
-    assert len(declared) == len(set(declared)) == 13 + 7
+    assert len(declared) == len(set(declared)) == 13 + 9
 
 
 def test_a_ray_root_on_another_filesystem_gets_its_own_info_series(ray_node, bind_mount, tmp_path):

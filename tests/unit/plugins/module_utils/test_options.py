@@ -157,6 +157,12 @@ ROLE_EXCEPTIONS = {
     "rotation_max_bytes": ("ray_cleanup_ray_rotation_max_bytes", "1MB",
                            "the role sets Ray's log rotation (ray_cleanup_ray_log_config) and checks it is in effect"),
     "rotation_backup_count": ("ray_cleanup_ray_rotation_backup_count", 2, "as rotation_max_bytes"),
+    "archive_dest": ("ray_cleanup_archive_dest", "", '"" is written as null: nothing archived, as the table\'s None'),
+    "archive_endpoint_url": ("ray_cleanup_archive_endpoint_url", "", '"" is written as null: AWS, as the table\'s None'),
+    "archive_node": ("ray_cleanup_archive_node", "", '"" is written as null: the host name, as the table\'s None'),
+    "archive_keep_days": ("ray_cleanup_archive_keep_days", 0, "0 is written as null: archives are kept"),
+    "archive_bandwidth_limit": ("ray_cleanup_archive_bandwidth_limit", "", '"" is written as null: no limit'),
+    "ship_dest": ("ray_cleanup_ship_dest", "", '"" is written as null: nothing shipped, as the table\'s None'),
 }
 
 

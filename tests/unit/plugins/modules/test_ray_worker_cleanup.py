@@ -181,6 +181,12 @@ def test_excluded_and_fresh_entries_stay(run_module, node):
     ({"exclude": [" "]}, "exclude [' '] has an empty glob"),
     ({"lock_timeout": -3}, "lock_timeout -3.0 is negative"),
     ({"cpu_idle_percent": -1}, "cpu_idle_percent -1.0 is negative"),
+    ({"archive_dest": "logs/archive"}, "archive_dest 'logs/archive' is not an absolute directory, s3://BUCKET/PREFIX"),
+    ({"archive_dest": "/nonexistent-archive-dir"}, "archive_dest '/nonexistent-archive-dir' is not a directory on "
+                                                   "this node; create it"),
+    ({"archive_dest": "/tmp", "archive_cluster": "a/b"}, "archive_cluster 'a/b' must be a plain name"),
+    ({"archive_dest": "/tmp", "archive_keep_days": 0}, "archive_keep_days 0.0 must be more than 0 days"),
+    ({"archive_dest": "/tmp", "archive_bandwidth_limit": "fast"}, "archive_bandwidth_limit 'fast' is not a size"),
 ])
 def test_bad_input_fails_before_anything_is_touched(run_module, node, extra, message):
     before = tree_digest(str(node))
@@ -214,6 +220,18 @@ def test_missing_docker_sdk_only_matters_for_containers_or_prune(run_module, nod
     for extra in ({"containers": True}, {"docker_prune": True}):
         result = fail_module(ray_worker_cleanup.main, args_for(node, **extra))
         assert "Failed to import the required Python library (docker)" in result["msg"]
+
+
+def test_missing_boto3_only_matters_for_an_s3_destination(run_module, node, monkeypatch):
+    monkeypatch.setattr(ray_worker_cleanup, "boto3", None)
+    before = tree_digest(str(node))
+    result = fail_module(ray_worker_cleanup.main, args_for(node, archive_dest="s3://ray-logs/archive"))
+    assert "Failed to import the required Python library (boto3)" in result["msg"]
+    assert tree_digest(str(node)) == before
+    archive = node.parent / "archive"
+    archive.mkdir()
+    result = run_module(ray_worker_cleanup.main, args_for(node, archive_dest=str(archive)))
+    assert result["targets"][0]["status"] == "cleaned"
 
 
 def test_a_logs_symlink_planted_in_a_session_leads_nowhere(run_module, node):
