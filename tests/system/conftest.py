@@ -340,6 +340,19 @@ class RayHead:
                 pass
         return list(procs.values())
 
+    def named(self, *names):
+        """``{pid: (name, cmdline)}`` of this head's processes called one of ``names`` (one that exits meanwhile is
+        left out: a head's short-lived children come and go)."""
+        found = {}
+        for proc in self.processes():
+            try:
+                name = proc.name()
+                if name in names:
+                    found[proc.pid] = (name, proc.cmdline())
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
     def addresses(self):
         """Every IP address on this head's command lines."""
         found = set()

@@ -711,7 +711,7 @@ def test_deleted_open_files_are_shown_and_only_rays_deleted_logs_are_emptied(
     head = ray_on()
     live = os.path.realpath(os.path.join(head.temp_dir, "session_latest"))
     raylet_out = os.path.join(live, "logs", "raylet.out")
-    raylet = [p.pid for p in head.processes() if p.name() == "raylet"]
+    raylet = list(head.named("raylet"))
     assert len(raylet) == 1 and raylet[0] in holders(raylet_out)
     write(raylet_out, 60 * MIB, b"r")  # as if the raylet had logged a lot
     os.unlink(raylet_out)  # someone deleted it: the raylet still holds it

@@ -146,7 +146,7 @@ def test_each_version_names_its_spill_dir_on_the_command_line(any_ray_head):
             head.start()
         else:
             head.start("--object-spilling-directory=%s" % spill_dir)
-        lines = {p.name(): p.cmdline() for p in head.processes() if p.name() in ("gcs_server", "raylet")}
+        lines = dict(head.named("gcs_server", "raylet").values())
         assert spill_paths(decode_config_list(flag_value(lines["gcs_server"], "--config_list"))) == [spill_dir]
         assert flag_value(lines["raylet"], "--fallback_directory") == (None if old_ray else spill_dir)
         node = flag_value(lines["raylet"], "--node_id")
