@@ -663,12 +663,12 @@ def test_rendered_rules_pass_promtool_check_and_yamllint(default_rules):
 
 def test_expected_instances_and_runbook_base_render(tmp_path):
     """Expected instances rendered from a list (as an inventory gives them) and another runbook base."""
-    _path, text = render(tmp_path, ray_cleanup_alert_expected_instances=["10.0.0.80:9100", "ray-node-81:9100"],
+    _path, text = render(tmp_path, ray_cleanup_alert_expected_instances=["ray-node-80:9100", "ray-node-81:9100"],
                          ray_cleanup_alert_runbook_url="https://wiki.example.org/ray/runbook")
     rules = rules_of(text)
     for name in ("RayMaintenanceMissing", "RayMaintenanceTextfileError"):
         expr = rules[name, "warning"]["expr"]
-        assert ('or on (instance) label_replace(vector(1), "instance", "10.0.0.80:9100", "", "") '
+        assert ('or on (instance) label_replace(vector(1), "instance", "ray-node-80:9100", "", "") '
                 'or on (instance) label_replace(vector(1), "instance", "ray-node-81:9100", "", "")') in expr, expr
     for (name, _severity), rule in rules.items():
         assert rule["annotations"]["runbook_url"] == "https://wiki.example.org/ray/runbook#" + name.lower()
